@@ -1,0 +1,1 @@
+"""HTTP handlers: thin layers that parse, authorise, call a service and serialise."""

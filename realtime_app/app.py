@@ -1,0 +1,159 @@
+"""Start-up and shutdown in one place: MongoDB (embedded or configured), services, HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from tornado import httpserver, web
+
+import handlers.auth
+import handlers.documents
+import handlers.meta
+from handlers.base import NotFoundHandler
+from realtime_app import demo
+from realtime_app.auth import AuthService, LoginLimiter, TokenService, UserStore
+from realtime_app.config import Settings
+from realtime_app.context import Context
+from realtime_app.db import Database, describe
+from realtime_app.embedded_mongo import EmbeddedMongo, find_mongod
+from realtime_app.resources import Resources, default_resources
+from realtime_app.store import DocumentStore
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STATIC_DIR = REPO_ROOT / "static"
+# How long start-up waits for a configured MongoDB before giving up with a clear message.
+MONGO_CONNECT_TIMEOUT_S = 15.0
+
+
+class StartupError(RuntimeError):
+    """Start-up cannot go on; the message tells the operator what to fix."""
+
+
+def make_app(context: Context) -> web.Application:
+    urls: list[Any] = [
+        *handlers.meta.urls(context),
+        *handlers.auth.urls(context),
+        *handlers.documents.urls(context),
+    ]
+    return web.Application(
+        [
+            (r"/", web.RedirectHandler, {"url": "/static/index.html"}),
+            (r"/static/(.*)", web.StaticFileHandler, {"path": str(STATIC_DIR)}),
+            *urls,
+        ],
+        default_handler_class=NotFoundHandler,
+        default_handler_args={"context": context},
+        compress_response=False,
+    )
+
+
+def load_resources(settings: Settings) -> Resources:
+    return Resources.from_file(settings.resources_file) if settings.resources_file else default_resources()
+
+
+class Server:
+    """One process: owns the embedded mongod (if any), the database client and the HTTP server."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.embedded: EmbeddedMongo | None = None
+        self.db: Database | None = None
+        self.http: httpserver.HTTPServer | None = None
+        self.context: Context | None = None
+        self.port = settings.port
+
+    async def start(self) -> None:
+        """Bring everything up; on any failure, tear down what already started and raise."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def start_database_only(self) -> None:
+        """For the command-line tools: MongoDB (embedded or configured), no HTTP."""
+        try:
+            await self._start_database()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start_database(self) -> None:
+        uri = self.settings.mongo_uri or await self._start_embedded()
+        self.db = Database(uri, self.settings.mongo_db)
+        await self._wait_for_mongo()
+
+    async def _start(self) -> None:
+        settings = self.settings
+        resources = load_resources(settings)
+        await self._start_database()
+        assert self.db is not None
+        store = DocumentStore(self.db, resources, default_limit=settings.list_default_limit,
+                              max_limit=settings.list_max_limit, max_filter_depth=settings.max_filter_depth)
+        await store.prepare()
+        users = UserStore(self.db)
+        tokens = TokenService(settings)
+        auth = AuthService(tokens, users, LoginLimiter(settings.login_attempts_per_minute))
+        if settings.demo:
+            await demo.seed(users, store)
+        self.context = Context(settings, self.db, resources, store, tokens, auth)
+        self.http = httpserver.HTTPServer(make_app(self.context), xheaders=False)
+        sockets = self.http_sockets()
+        self.http.add_sockets(sockets)
+        self.port = sockets[0].getsockname()[1]
+
+    def http_sockets(self) -> list[Any]:
+        from tornado.netutil import bind_sockets
+
+        return bind_sockets(self.settings.port, self.settings.host)
+
+    async def _start_embedded(self) -> str:
+        binary = find_mongod(self.settings.mongod_path)
+        self.embedded = EmbeddedMongo(binary, Path(self.settings.data_dir) / "mongo")
+        await asyncio.get_running_loop().run_in_executor(None, self.embedded.start)
+        return self.embedded.uri
+
+    async def _wait_for_mongo(self) -> None:
+        assert self.db is not None
+        try:
+            await asyncio.wait_for(self._ping_until_up(), MONGO_CONNECT_TIMEOUT_S)
+        except TimeoutError:
+            raise StartupError(
+                f"MongoDB at the configured URI did not answer within {MONGO_CONNECT_TIMEOUT_S:.0f}s; "
+                "check REALTIME_MONGO_URI, or unset it to use the embedded mongod"
+            ) from None
+        if not await self.db.supports_change_streams():
+            log.warning("MongoDB is not a replica set: live updates need change streams")
+
+    async def _ping_until_up(self) -> None:
+        assert self.db is not None
+        while True:
+            try:
+                await self.db.ping()
+                return
+            except Exception as exc:  # retried until the timeout above
+                log.info("waiting for MongoDB: %s", describe(exc))
+                await asyncio.sleep(0.5)
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.settings.host in ("0.0.0.0", "", "::") else self.settings.host
+        return f"http://{host}:{self.port}/"
+
+    async def stop(self) -> None:
+        """Idempotent; safe after a start-up that failed half way."""
+        if self.http is not None:
+            self.http.stop()
+            await self.http.close_all_connections()
+            self.http = None
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+        if self.embedded is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.embedded.stop)
+            self.embedded = None

@@ -1,0 +1,118 @@
+"""The `realtime-app` command: serve (default), users add|list|remove, token."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import signal
+import sys
+from typing import Any
+
+from realtime_app import demo
+from realtime_app.app import Server, StartupError
+from realtime_app.auth import TokenService, UserStore
+from realtime_app.config import ConfigError, Settings, add_arguments, settings_from
+from realtime_app.embedded_mongo import MongodNotFound
+from realtime_app.errors import AppError
+from realtime_app.logs import setup_logging
+from realtime_app.resources import ROLES, ResourceFileError
+
+log = logging.getLogger("realtime_app")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="realtime-app", description="Live MongoDB data over REST and SockJS.")
+    add_arguments(parser)
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="run the server (the default)")
+    users = commands.add_parser("users", help="manage users").add_subparsers(dest="users_command", required=True)
+    add = users.add_parser("add", help="add a user (asks for the password unless --password is given)")
+    add.add_argument("username")
+    add.add_argument("--tenant", required=True)
+    add.add_argument("--role", dest="roles", action="append", choices=ROLES, required=True, help="repeat for several")
+    add.add_argument("--password", help="the password (prefer the prompt: arguments show in process lists)")
+    users.add_parser("list", help="list users")
+    remove = users.add_parser("remove", help="remove a user")
+    remove.add_argument("username")
+    token = commands.add_parser("token", help="print a signed access token, for ops and scripts")
+    token.add_argument("--sub", required=True, help="subject (user name)")
+    token.add_argument("--tenant", required=True)
+    token.add_argument("--role", dest="roles", action="append", choices=ROLES, required=True)
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from(args)
+    except ConfigError as exc:
+        print(f"realtime-app: configuration error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_format, settings.log_level)
+    try:
+        if args.command == "token":
+            print(TokenService(settings).issue(args.sub, args.tenant, args.roles, ttl_s=args.ttl))
+            return 0
+        if args.command == "users":
+            return asyncio.run(_users(settings, args))
+        return asyncio.run(_serve(settings))
+    except (MongodNotFound, StartupError, ResourceFileError) as exc:
+        print(f"realtime-app: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _serve(settings: Settings) -> int:
+    server = Server(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    log.info("settings:\n%s", settings.summary())
+    await server.start()
+    try:
+        print(f"\nrealtime-app is serving {server.url}", flush=True)
+        if settings.demo:
+            print(demo.logins_banner(), flush=True)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await server.stop()
+    return 0
+
+
+async def _users(settings: Settings, args: Any) -> int:
+    server = Server(settings)
+    await server.start_database_only()
+    try:
+        assert server.db is not None
+        users = UserStore(server.db)
+        if args.users_command == "add":
+            password = args.password or getpass.getpass(f"password for {args.username}: ")
+            try:
+                user = await users.add(args.username, password, args.tenant, args.roles)
+            except (ValueError, AppError) as exc:
+                print(f"realtime-app: {exc}", file=sys.stderr)
+                return 1
+            print(f"added {user.username} ({', '.join(user.roles)} in {user.tenant})")
+        elif args.users_command == "list":
+            for user in await users.all():
+                print(f"{user.username:<24} {user.tenant:<16} {','.join(user.roles)}")
+        else:
+            try:
+                await users.remove(args.username)
+            except AppError as exc:
+                print(f"realtime-app: {exc.detail}", file=sys.stderr)
+                return 1
+            print(f"removed {args.username}")
+        return 0
+    finally:
+        await server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""Every setting in one place: defaults, environment (REALTIME_*), then the command line.
+
+Each field's metadata carries its help text; the command-line flag is the field name with
+dashes and the environment variable is REALTIME_ plus the upper-cased name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "REALTIME_"
+ASYMMETRIC_ALGORITHMS = {"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA"}
+SYMMETRIC_ALGORITHMS = {"HS256", "HS384", "HS512"}
+
+
+class ConfigError(Exception):
+    """A setting is missing or inconsistent; the message says which and how to fix it."""
+
+
+def _opt(default: Any, help: str, *, secret: bool = False) -> Any:
+    return field(default=default, metadata={"help": help, "secret": secret})
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = _opt("127.0.0.1", "address to listen on")
+    port: int = _opt(8080, "port to listen on (0 picks a free one)")
+    mongo_uri: str = _opt("", "MongoDB URI; empty starts an embedded mongod under data_dir", secret=True)
+    mongo_db: str = _opt("realtime", "database holding the served collections and users")
+    mongod_path: str = _opt("", "mongod binary for the embedded default (else PATH, else the embedded extra)")
+    data_dir: str = _opt("var", "folder for the embedded mongod's data and the demo JWT key")
+    jwt_secret: str = _opt("", "HMAC secret for HS* algorithms", secret=True)
+    jwt_public_key_file: str = _opt("", "PEM public key for RS*/ES*/PS*/EdDSA verification")
+    jwt_private_key_file: str = _opt("", "PEM private key, to issue tokens when verifying with a public key")
+    jwt_algorithms: str = _opt("HS256", "comma-separated algorithms accepted; all HMAC or all public-key")
+    jwt_audience: str = _opt("", "required 'aud' claim, checked when set")
+    jwt_issuer: str = _opt("", "required 'iss' claim, checked when set; also put in issued tokens")
+    jwt_leeway_s: float = _opt(10.0, "clock skew tolerated on exp/iat/nbf, in seconds")
+    access_token_ttl_s: int = _opt(900, "lifetime of issued access tokens")
+    refresh_token_ttl_s: int = _opt(7 * 24 * 3600, "lifetime of issued refresh tokens")
+    login_attempts_per_minute: int = _opt(10, "failed logins allowed per username and per client address")
+    resources_file: str = _opt("", "JSON file declaring the served collections (default: the demo set)")
+    max_body_bytes: int = _opt(1024 * 1024, "largest accepted request body (413 above)")
+    list_default_limit: int = _opt(50, "page size when a list asks for none")
+    list_max_limit: int = _opt(500, "largest page a list may ask for")
+    max_filter_depth: int = _opt(8, "deepest nesting a filter may have")
+    demo: bool = _opt(False, "create demo users and documents in an empty database; generate a JWT key")
+    log_format: str = _opt("text", "text or json (one JSON object per line)")
+    log_level: str = _opt("INFO", "DEBUG, INFO, WARNING or ERROR")
+
+    @property
+    def algorithms(self) -> list[str]:
+        return [a.strip() for a in self.jwt_algorithms.split(",") if a.strip()]
+
+    @property
+    def uses_public_key(self) -> bool:
+        return bool(self.jwt_public_key_file)
+
+    def summary(self) -> str:
+        """One line per setting; secrets shown only as set or unset."""
+        lines = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.metadata.get("secret"):
+                value = "<set>" if value else "<unset>"
+            lines.append(f"  {f.name:<26} {value}")
+        return "\n".join(lines)
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {raw!r}")
+
+
+def _convert(name: str, kind: type, raw: str) -> Any:
+    try:
+        if kind is bool:
+            return _parse_bool(raw)
+        return kind(raw)
+    except ValueError as exc:
+        raise ConfigError(f"setting {name}: {exc}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per setting; unset flags fall back to the environment, then defaults."""
+    for f in dataclasses.fields(Settings):
+        flag = "--" + f.name.replace("_", "-")
+        env = ENV_PREFIX + f.name.upper()
+        helptext = f"{f.metadata['help']} [env {env}, default {f.default!r}]"
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=helptext)
+        else:
+            parser.add_argument(flag, dest=f.name, default=None, help=helptext)
+
+
+def settings_from(args: argparse.Namespace | None = None, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build validated Settings: defaults < environment < command line < keyword overrides."""
+    environ = dict(os.environ if environ is None else environ)
+    values: dict[str, Any] = {}
+    kinds = {"str": str, "int": int, "float": float, "bool": bool}
+    for f in dataclasses.fields(Settings):
+        kind = kinds[f.type] if isinstance(f.type, str) else f.type
+        raw_env = environ.get(ENV_PREFIX + f.name.upper())
+        if raw_env is not None:
+            values[f.name] = _convert(f.name, kind, raw_env)
+        cli_value = getattr(args, f.name, None) if args is not None else None
+        if cli_value is not None:
+            values[f.name] = cli_value if kind is bool else _convert(f.name, kind, cli_value)
+    values.update(overrides)
+    settings = Settings(**values)
+    validate(settings)
+    return settings
+
+
+def validate(settings: Settings) -> None:
+    """Refuse inconsistent settings before anything starts; every message names the fix."""
+    if not 0 <= settings.port <= 65535:
+        raise ConfigError(f"port {settings.port} is out of range 0-65535")
+    if settings.log_format not in {"text", "json"}:
+        raise ConfigError("log_format must be 'text' or 'json'")
+    algorithms = settings.algorithms
+    if not algorithms:
+        raise ConfigError("jwt_algorithms is empty: name at least one, e.g. HS256")
+    unknown = [a for a in algorithms if a not in SYMMETRIC_ALGORITHMS | ASYMMETRIC_ALGORITHMS]
+    if unknown:
+        raise ConfigError(f"jwt_algorithms: unsupported {', '.join(unknown)} ('none' is never accepted)")
+    symmetric = [a for a in algorithms if a in SYMMETRIC_ALGORITHMS]
+    if symmetric and len(symmetric) != len(algorithms):
+        raise ConfigError("jwt_algorithms mixes HMAC and public-key algorithms; choose one family")
+    if symmetric:
+        if settings.jwt_public_key_file:
+            raise ConfigError("jwt_public_key_file is set but jwt_algorithms are HMAC; use RS256/ES256 with a public key")
+        if not settings.jwt_secret and not settings.demo:
+            raise ConfigError("no JWT key: set REALTIME_JWT_SECRET (or --jwt-secret), or a public key file, or run with --demo")
+        if settings.jwt_secret and len(settings.jwt_secret) < 32:
+            raise ConfigError("jwt_secret is shorter than 32 characters; use a long random secret")
+    else:
+        if not settings.jwt_public_key_file:
+            raise ConfigError(f"jwt_algorithms {settings.jwt_algorithms} need jwt_public_key_file")
+        if settings.jwt_secret:
+            raise ConfigError("jwt_secret is set but jwt_algorithms are public-key; unset one of them")
+        for path in filter(None, [settings.jwt_public_key_file, settings.jwt_private_key_file]):
+            if not Path(path).is_file():
+                raise ConfigError(f"key file not found: {path}")
+    if settings.list_default_limit < 1 or settings.list_max_limit < settings.list_default_limit:
+        raise ConfigError("list limits must satisfy 1 <= list_default_limit <= list_max_limit")
+    if settings.max_body_bytes < 1024:
+        raise ConfigError("max_body_bytes must be at least 1024")
+    if settings.resources_file and not Path(settings.resources_file).is_file():
+        raise ConfigError(f"resources file not found: {settings.resources_file}")
+
+
+def demo_jwt_secret(data_dir: str) -> str:
+    """The demo mode's HMAC secret, generated once and kept under data_dir."""
+    path = Path(data_dir) / "demo-jwt-secret"
+    if path.is_file():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    path.write_text(secret)
+    path.chmod(0o600)
+    return secret

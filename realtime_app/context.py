@@ -1,0 +1,42 @@
+"""The long-lived pieces of one process, handed to every handler through `initialize`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from realtime_app.auth import AuthService, TokenService
+from realtime_app.config import Settings
+from realtime_app.db import Database, describe
+from realtime_app.resources import Resources
+from realtime_app.store import DocumentStore
+
+# A readiness probe that takes longer than this is itself a failure.
+READY_TIMEOUT_S = 2.0
+
+ReadinessCheck = Callable[[], Awaitable[str | None]]
+
+
+@dataclass
+class Context:
+    settings: Settings
+    db: Database
+    resources: Resources
+    store: DocumentStore
+    tokens: TokenService
+    auth: AuthService
+    readiness_checks: list[ReadinessCheck] = field(default_factory=list)
+
+    async def not_ready_reasons(self) -> list[str]:
+        """Why the process cannot serve now; empty when MongoDB answers and every check passes."""
+        reasons = []
+        try:
+            await asyncio.wait_for(self.db.ping(), READY_TIMEOUT_S)
+        except Exception as exc:  # any failure to ping is a reason to report, not to raise
+            reasons.append(f"MongoDB does not answer ({describe(exc)})")
+        for check in self.readiness_checks:
+            reason = await check()
+            if reason:
+                reasons.append(reason)
+        return reasons

@@ -1,0 +1,87 @@
+"""The only module that knows the MongoDB driver (motor).
+
+Everything else receives collection objects and driver errors through here, so moving to
+PyMongo's own async API would touch this file alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection
+from pymongo import ASCENDING, DESCENDING
+from pymongo.errors import (  # noqa: F401  (re-exported for the store and the change feed)
+    ConnectionFailure,
+    DuplicateKeyError,
+    OperationFailure,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+)
+
+log = logging.getLogger(__name__)
+
+Collection = AsyncIOMotorCollection
+SORT_ORDER = {1: ASCENDING, -1: DESCENDING}
+# A request should fail fast with 503 when MongoDB is away instead of hanging for 30 s.
+SERVER_SELECTION_TIMEOUT_MS = 3000
+
+
+class Database:
+    """A motor client and the one database the app uses."""
+
+    def __init__(self, uri: str, name: str):
+        self.client: AsyncIOMotorClient = AsyncIOMotorClient(
+            uri, tz_aware=True, serverSelectionTimeoutMS=SERVER_SELECTION_TIMEOUT_MS, appname="realtime-app",
+        )
+        self.db = self.client[name]
+        self.name = name
+
+    def collection(self, name: str) -> Collection:
+        return self.db[name]
+
+    async def ping(self) -> None:
+        await self.client.admin.command("ping")
+
+    async def supports_change_streams(self) -> bool:
+        """Change streams need a replica set or a sharded cluster."""
+        hello = await self.client.admin.command("hello")
+        return bool(hello.get("setName") or hello.get("msg") == "isdbgrid")
+
+    async def prepare_collection(self, name: str, indexes: list[list[tuple[str, int]]]) -> None:
+        """Create the collection if needed, enable pre- and post-images, create indexes."""
+        existing = await self.db.list_collection_names(filter={"name": name})
+        if not existing:
+            await self.db.create_collection(name)
+        try:
+            await self.db.command("collMod", name, changeStreamPreAndPostImages={"enabled": True})
+        except OperationFailure as exc:
+            log.warning("cannot enable pre- and post-images on %s (%s); deletes need them to reach subscribers", name, exc)
+        for keys in indexes:
+            await self.db[name].create_index([(field, SORT_ORDER[order]) for field, order in keys])
+
+    async def drop(self) -> None:
+        await self.client.drop_database(self.name)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    return isinstance(exc, (ConnectionFailure, ServerSelectionTimeoutError))
+
+
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+def make_indexes(sortable: list[str]) -> list[list[tuple[str, int]]]:
+    """Indexes for tenant-scoped lists in id order and for each sortable field."""
+    indexes: list[list[tuple[str, int]]] = [[("tenant", 1), ("_id", 1)]]
+    for field in sortable:
+        indexes.append([("tenant", 1), (field, 1), ("_id", 1)])
+        indexes.append([(field, 1), ("_id", 1)])
+    return indexes
+
+
+Document = dict[str, Any]

@@ -1,0 +1,36 @@
+"""Who is asking: the verified claims of a token, and the tenant rule that follows from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from realtime_app.errors import Forbidden
+from realtime_app.resources import Resource
+
+
+@dataclass(frozen=True)
+class Principal:
+    user: str
+    tenant: str
+    roles: frozenset[str]
+    expires_at: float
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.roles
+
+    @property
+    def tenant_scope(self) -> str | None:
+        """The one tenant this principal is confined to, or None for an admin (all tenants)."""
+        return None if self.is_admin else self.tenant
+
+    def may_see_tenant(self, tenant: object) -> bool:
+        return self.is_admin or tenant == self.tenant
+
+    def require_read(self, resource: Resource) -> None:
+        if not resource.may_read(self.roles):
+            raise Forbidden(f"your roles may not read {resource.name}")
+
+    def require_write(self, resource: Resource) -> None:
+        if not resource.may_write(self.roles):
+            raise Forbidden(f"your roles may not write {resource.name}")

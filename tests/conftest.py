@@ -1,0 +1,84 @@
+"""Shared fixtures: one real mongod replica set per test session, one app server per test.
+
+Set REALTIME_TEST_MONGO_URI to run against an existing replica set instead of starting one.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import secrets
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tornado.ioloop import IOLoop
+
+from realtime_app.app import Server
+from realtime_app.config import Settings, settings_from
+from realtime_app.embedded_mongo import EmbeddedMongo, find_mongod
+from tests.helpers import ApiClient
+
+TEST_JWT_SECRET = secrets.token_urlsafe(48)
+
+
+@pytest.fixture(scope="session")
+def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    configured = os.environ.get("REALTIME_TEST_MONGO_URI")
+    if configured:
+        yield configured
+        return
+    mongod = EmbeddedMongo(find_mongod(os.environ.get("REALTIME_MONGOD_PATH", "")), tmp_path_factory.mktemp("mongo"))
+    mongod.start()
+    try:
+        yield mongod.uri
+    finally:
+        mongod.stop()
+
+
+@pytest.fixture
+def make_settings(mongo_uri: str, tmp_path: Path):
+    """Settings for a server on a free port with a database of its own."""
+
+    def make(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "host": "127.0.0.1", "port": 0, "mongo_uri": mongo_uri, "mongo_db": f"test_{uuid.uuid4().hex[:12]}",
+            "jwt_secret": TEST_JWT_SECRET, "data_dir": str(tmp_path / "var"), "log_level": "WARNING",
+        }
+        values.update(overrides)
+        return settings_from(environ={}, **values)
+
+    return make
+
+
+@pytest.fixture
+def start_server(io_loop: IOLoop, make_settings):
+    """Start servers with given settings; each is stopped and its database dropped afterwards."""
+    started: list[Server] = []
+
+    def start(**overrides: object) -> Server:
+        server = Server(make_settings(**overrides))
+        io_loop.run_sync(server.start, timeout=60)
+        started.append(server)
+        return server
+
+    yield start
+    for server in reversed(started):
+        io_loop.run_sync(functools.partial(_drop_and_stop, server), timeout=60)
+
+
+async def _drop_and_stop(server: Server) -> None:
+    if server.db is not None:
+        await server.db.drop()
+    await server.stop()
+
+
+@pytest.fixture
+def server(start_server) -> Server:
+    return start_server()
+
+
+@pytest.fixture
+def api(server: Server) -> ApiClient:
+    return ApiClient(server)
