@@ -19,7 +19,9 @@ from realtime_app.config import Settings
 from realtime_app.context import Context
 from realtime_app.db import Database, describe
 from realtime_app.embedded_mongo import EmbeddedMongo, find_mongod
+from realtime_app.realtime import Realtime
 from realtime_app.resources import Resources, default_resources
+from realtime_app.sockjs_compat import vendor_urls
 from realtime_app.store import DocumentStore
 
 log = logging.getLogger(__name__)
@@ -34,8 +36,10 @@ class StartupError(RuntimeError):
     """Start-up cannot go on; the message tells the operator what to fix."""
 
 
-def make_app(context: Context) -> web.Application:
+def make_app(context: Context, realtime_urls: list[Any]) -> web.Application:
     urls: list[Any] = [
+        *realtime_urls,
+        *vendor_urls(REPO_ROOT),
         *handlers.meta.urls(context),
         *handlers.auth.urls(context),
         *handlers.documents.urls(context),
@@ -65,6 +69,7 @@ class Server:
         self.db: Database | None = None
         self.http: httpserver.HTTPServer | None = None
         self.context: Context | None = None
+        self.realtime: Realtime | None = None
         self.port = settings.port
 
     async def start(self) -> None:
@@ -102,7 +107,9 @@ class Server:
         if settings.demo:
             await demo.seed(users, store)
         self.context = Context(settings, self.db, resources, store, tokens, auth)
-        self.http = httpserver.HTTPServer(make_app(self.context), xheaders=False)
+        self.realtime = Realtime(self.context)
+        await self.realtime.start()
+        self.http = httpserver.HTTPServer(make_app(self.context, self.realtime.urls), xheaders=False)
         sockets = self.http_sockets()
         self.http.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]
@@ -149,6 +156,10 @@ class Server:
         """Idempotent; safe after a start-up that failed half way."""
         if self.http is not None:
             self.http.stop()
+        if self.realtime is not None:
+            await self.realtime.stop()
+            self.realtime = None
+        if self.http is not None:
             await self.http.close_all_connections()
             self.http = None
         if self.db is not None:

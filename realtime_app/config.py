@@ -50,6 +50,20 @@ class Settings:
     list_default_limit: int = _opt(50, "page size when a list asks for none")
     list_max_limit: int = _opt(500, "largest page a list may ask for")
     max_filter_depth: int = _opt(8, "deepest nesting a filter may have")
+    allowed_origins: str = _opt("", "comma-separated browser origins allowed besides the server's own; * for any")
+    auth_timeout_s: float = _opt(10.0, "a socket must authenticate within this many seconds (close 4001)")
+    reauth_lead_s: float = _opt(60.0, "send reauth_required this long before a socket's token expires")
+    max_frame_bytes: int = _opt(64 * 1024, "largest client frame on the socket (close 4008 above)")
+    frames_per_second: float = _opt(20.0, "sustained client frames per second per socket (error, then close 4008)")
+    frame_burst: int = _opt(40, "client frames allowed in a burst above frames_per_second")
+    max_subscriptions: int = _opt(100, "subscriptions per socket")
+    max_connections_per_user: int = _opt(20, "authenticated sockets per user (close 4008 above)")
+    outbox_max_frames: int = _opt(10_000, "frames queued for a slow socket before it is closed with 4009")
+    replay_buffer_events: int = _opt(50_000, "recent changes kept for clients that resume with since")
+    snapshot_max_docs: int = _opt(10_000, "largest live-query result; narrower filters above")
+    sockjs_disconnect_delay_s: float = _opt(5.0, "how long a polling session waits for the next poll before it ends")
+    sockjs_heartbeat_s: float = _opt(25.0, "SockJS heartbeat interval, keeping proxies from closing idle sockets")
+    shutdown_reconnect_after_ms: int = _opt(2000, "in the goodbye frame on shutdown: when clients should reconnect")
     demo: bool = _opt(False, "create demo users and documents in an empty database; generate a JWT key")
     log_format: str = _opt("text", "text or json (one JSON object per line)")
     log_level: str = _opt("INFO", "DEBUG, INFO, WARNING or ERROR")
@@ -57,6 +71,10 @@ class Settings:
     @property
     def algorithms(self) -> list[str]:
         return [a.strip() for a in self.jwt_algorithms.split(",") if a.strip()]
+
+    @property
+    def origins(self) -> list[str]:
+        return [o.strip() for o in self.allowed_origins.split(",") if o.strip()]
 
     @property
     def uses_public_key(self) -> bool:
@@ -156,6 +174,13 @@ def validate(settings: Settings) -> None:
         raise ConfigError("list limits must satisfy 1 <= list_default_limit <= list_max_limit")
     if settings.max_body_bytes < 1024:
         raise ConfigError("max_body_bytes must be at least 1024")
+    for name in ("auth_timeout_s", "frames_per_second", "sockjs_disconnect_delay_s", "sockjs_heartbeat_s"):
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"{name} must be positive")
+    for name in ("max_frame_bytes", "frame_burst", "max_subscriptions", "max_connections_per_user",
+                 "outbox_max_frames", "replay_buffer_events", "snapshot_max_docs"):
+        if getattr(settings, name) < 1:
+            raise ConfigError(f"{name} must be at least 1")
     if settings.resources_file and not Path(settings.resources_file).is_file():
         raise ConfigError(f"resources file not found: {settings.resources_file}")
 

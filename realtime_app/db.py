@@ -22,6 +22,7 @@ from pymongo.errors import (  # noqa: F401  (re-exported for the store and the c
 log = logging.getLogger(__name__)
 
 Collection = AsyncIOMotorCollection
+Document = dict[str, Any]
 SORT_ORDER = {1: ASCENDING, -1: DESCENDING}
 # A request should fail fast with 503 when MongoDB is away instead of hanging for 30 s.
 SERVER_SELECTION_TIMEOUT_MS = 3000
@@ -84,4 +85,22 @@ def make_indexes(sortable: list[str]) -> list[list[tuple[str, int]]]:
     return indexes
 
 
-Document = dict[str, Any]
+
+
+
+async def snapshot_find(collection: Collection, query: dict[str, Any], limit: int, snapshot: bool = True) -> tuple[list[Document], Any]:
+    """Documents matching `query` read at one cluster time, and that time.
+
+    With `snapshot` (replica sets) every batch is read at the same point in history, so a
+    change stream can tell which of its events the result already reflects.
+    """
+    client = collection.database.client
+    async with await client.start_session(snapshot=snapshot, causal_consistency=not snapshot) as session:
+        docs = await collection.find(query, session=session, sort=[("_id", ASCENDING)], limit=limit).to_list(length=None)
+        return docs, session.operation_time
+
+
+async def cluster_time(db: Database) -> Any:
+    """MongoDB's current operation time, a Timestamp (None on a standalone server)."""
+    reply = await db.db.command("ping")
+    return reply.get("operationTime")

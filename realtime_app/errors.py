@@ -85,3 +85,15 @@ class RateLimited(AppError):
 
 class Unavailable(AppError):
     status, code, title = 503, "unavailable", "Service unavailable"
+
+
+class AuthRequired(Unauthorized):
+    code, title = "auth_required", "Authentication required"
+
+
+class TooManySubscriptions(AppError):
+    status, code, title = 429, "too_many_subscriptions", "Too many subscriptions"
+
+
+class UnknownSubscription(NotFound):
+    code, title = "unknown_subscription", "Unknown subscription"

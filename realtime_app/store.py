@@ -18,8 +18,8 @@ from typing import Any
 from bson import ObjectId
 
 from realtime_app import jsoncodec
-from realtime_app.db import Database, Document, DuplicateKeyError, make_indexes
-from realtime_app.errors import BadRequest, Conflict, FieldError, InvalidDocument, NotFound, PreconditionFailed
+from realtime_app.db import Database, Document, DuplicateKeyError, make_indexes, snapshot_find
+from realtime_app.errors import BadFilter, BadRequest, Conflict, FieldError, InvalidDocument, NotFound, PreconditionFailed
 from realtime_app.filters import Filter
 from realtime_app.principal import Principal
 from realtime_app.resources import SERVER_FIELDS, Resource, Resources
@@ -210,6 +210,16 @@ class DocumentStore:
         more = len(raws) > page.limit
         raws = raws[: page.limit]
         return [to_api(raw) for raw in raws], page.cursor_for(raws[-1]) if more else None
+
+    async def snapshot(self, principal: Principal, resource: Resource, query: Filter, max_docs: int,
+                       consistent: bool = True) -> tuple[list[dict[str, Any]], Any]:
+        """A live query's documents in id order, read at one cluster time, and that time."""
+        parts = [part for part in (self._scope(principal), query.mongo) if part]
+        mongo_query = {"$and": parts} if len(parts) > 1 else (parts[0] if parts else {})
+        raws, at = await snapshot_find(self.db.collection(resource.name), mongo_query, max_docs + 1, snapshot=consistent)
+        if len(raws) > max_docs:
+            raise BadFilter(f"the query matches more than {max_docs} documents; narrow the filter")
+        return [to_api(raw) for raw in raws], at
 
     async def get(self, principal: Principal, name: str, doc_id: str) -> dict[str, Any]:
         resource = self.readable(principal, name)

@@ -5,13 +5,13 @@ Set REALTIME_TEST_MONGO_URI to run against an existing replica set instead of st
 
 from __future__ import annotations
 
-import functools
 import os
 import secrets
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import pymongo
 import pytest
 from tornado.ioloop import IOLoop
 
@@ -53,7 +53,7 @@ def make_settings(mongo_uri: str, tmp_path: Path):
 
 
 @pytest.fixture
-def start_server(io_loop: IOLoop, make_settings):
+def start_server(io_loop: IOLoop, make_settings, mongo_uri: str):
     """Start servers with given settings; each is stopped and its database dropped afterwards."""
     started: list[Server] = []
 
@@ -65,13 +65,10 @@ def start_server(io_loop: IOLoop, make_settings):
 
     yield start
     for server in reversed(started):
-        io_loop.run_sync(functools.partial(_drop_and_stop, server), timeout=60)
-
-
-async def _drop_and_stop(server: Server) -> None:
-    if server.db is not None:
-        await server.db.drop()
-    await server.stop()
+        io_loop.run_sync(server.stop, timeout=60)
+    with pymongo.MongoClient(mongo_uri) as client:
+        for server in started:
+            client.drop_database(server.settings.mongo_db)
 
 
 @pytest.fixture

@@ -1,0 +1,241 @@
+"""The change feed: one change stream per process over the served collections.
+
+It decodes each change once into a `ChangeEvent` (API-form images before and after, a
+position), keeps a bounded replay buffer for clients that resume, and hands every event to
+the hub. After a transient error it resumes from its own token; when MongoDB no longer has the
+history it needs, it starts afresh and asks the hub to resync every subscription.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
+from typing import Any
+
+from realtime_app import db as dbmod
+from realtime_app import positions
+from realtime_app.store import to_api
+
+log = logging.getLogger(__name__)
+
+DOCUMENT_OPERATIONS = {"insert", "update", "replace", "delete"}
+# Errors after which resuming from our token cannot work: the history is gone.
+HISTORY_LOST_CODES = {280, 286}
+# Backoff between attempts to reopen the stream after a failure.
+RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+# The stream's server-side wait per getMore: bounds how stale the saved resume token can be.
+MAX_AWAIT_MS = 500
+
+
+@dataclass(slots=True, eq=False)
+class ChangeEvent:
+    """One decoded change, shared by every subscription it reaches."""
+
+    position: int
+    collection: str
+    doc_id: str
+    cause: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    wall_time: float
+    _tails: dict[tuple[str, int], str] = field(default_factory=dict)
+    _doc_json: str | None = None
+
+    def escaped_tail(self, op: str, position: int) -> str:
+        """The frame after `"sub":<id>`, JSON-string-escaped for SockJS; built once per variant."""
+        key = (op, position)
+        tail = self._tails.get(key)
+        if tail is None:
+            parts = [',"op":"', op, '","id":', json.dumps(self.doc_id)]
+            if op != "removed":
+                if self._doc_json is None:
+                    self._doc_json = json.dumps(self.after, ensure_ascii=False, separators=(",", ":"))
+                parts += [',"doc":', self._doc_json]
+            parts += [',"position":"', positions.to_wire(position), '","cause":"', self.cause, '"}']
+            tail = self._tails[key] = encode_basestring_ascii("".join(parts))[1:-1]
+        return tail
+
+    @property
+    def tenants(self) -> set[str]:
+        """The tenants of the images; documents without a string tenant are for admins only."""
+        found = {image.get("tenant") for image in (self.before, self.after) if image is not None}
+        return {tenant for tenant in found if isinstance(tenant, str)}
+
+
+EventSink = Callable[[ChangeEvent], None]
+ResyncSink = Callable[[Iterable[str] | None], None]
+
+
+class ChangeFeed:
+    """Owns the change stream, its resume token, the replay buffer and the feed's health."""
+
+    def __init__(self, database: dbmod.Database, collections: list[str], on_event: EventSink, on_resync: ResyncSink,
+                 replay_capacity: int):
+        self.database = database
+        self.collections = collections
+        self.on_event = on_event
+        self.on_resync = on_resync
+        self.replay: deque[ChangeEvent] = deque(maxlen=replay_capacity)
+        self.horizon = 0  # the replay buffer holds every event after this position
+        self.head = 0  # the position of the newest event seen, or of the stream's start
+        self.resume_token: Any = None
+        self.running = False
+        self.last_error: str | None = None
+        self.events_total = 0
+        self.last_event_wall_time: float | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._same_time: tuple[Any, int] = (None, 0)
+        self._started = asyncio.Event()
+        self._start_at: Any = None  # the cluster time to open a token-less stream at
+
+    async def start(self) -> None:
+        """Open the stream; returns once it is open (so no later write can be missed)."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="change-feed")
+        await self._started.wait()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        self.running = False
+
+    def readiness(self) -> str | None:
+        if self.running:
+            return None
+        return f"the change feed is not running ({self.last_error or 'starting'})"
+
+    def covers(self, position: int) -> bool:
+        """Whether every event after `position` is in the replay buffer."""
+        return position >= self.horizon
+
+    def events_after(self, position: int) -> list[ChangeEvent]:
+        return [event for event in self.replay if event.position > position]
+
+    async def _run(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self._stream_once()
+                attempt = 0
+            except asyncio.CancelledError:
+                raise
+            except dbmod.OperationFailure as exc:
+                self._mark_down(exc)
+                if exc.code in HISTORY_LOST_CODES or "resume" in str(exc).lower() and "oplog" in str(exc).lower():
+                    log.warning("change stream history lost (%s); restarting from now and resyncing all subscriptions", exc)
+                    self.resume_token = None
+                    await self._start_afresh()
+                    continue
+                attempt += 1
+            except Exception as exc:  # any driver or network failure: retry with backoff
+                self._mark_down(exc)
+                attempt += 1
+            await asyncio.sleep(RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S)) - 1])
+
+    def _mark_down(self, exc: BaseException) -> None:
+        if self.running:
+            log.warning("change stream interrupted: %s", dbmod.describe(exc))
+        self.running = False
+        self.last_error = dbmod.describe(exc)
+        self._started.set()  # start-up does not wait forever on a failing stream
+
+    async def _start_afresh(self) -> None:
+        try:
+            now = await dbmod.cluster_time(self.database)
+        except dbmod.PyMongoError as exc:
+            self._mark_down(exc)
+            return
+        self.replay.clear()
+        self.horizon = self.head = positions.of_timestamp(now) - 1
+        self._start_at = now
+        self.on_resync(None)
+
+    async def _stream_once(self) -> None:
+        options: dict[str, Any] = {
+            "full_document": "whenAvailable",
+            "full_document_before_change": "whenAvailable",
+            "max_await_time_ms": MAX_AWAIT_MS,
+        }
+        if self.resume_token is not None:
+            options["start_after"] = self.resume_token
+        else:
+            start = self._start_at or await dbmod.cluster_time(self.database)
+            if not self.head:
+                self.horizon = self.head = positions.of_timestamp(start) - 1
+            options["start_at_operation_time"] = start
+        pipeline = [{"$match": {"$or": [
+            {"ns.coll": {"$in": self.collections}},
+            {"operationType": {"$in": ["dropDatabase", "invalidate"]}},
+        ]}}]
+        async with self.database.db.watch(pipeline, **options) as stream:
+            self.running, self.last_error = True, None
+            self._start_at = None
+            self._started.set()
+            log.info("change stream open on %s", ", ".join(self.collections))
+            while True:
+                change = await stream.try_next()
+                self.resume_token = stream.resume_token
+                if change is None:
+                    continue
+                if await self._handle(change):
+                    return
+
+    async def _handle(self, change: dict[str, Any]) -> bool:
+        """Process one change; True when the stream was invalidated and must be reopened."""
+        operation = change["operationType"]
+        if operation in DOCUMENT_OPERATIONS:
+            self._publish(await self._decode(change))
+            return False
+        collection = change.get("ns", {}).get("coll")
+        if operation in ("drop", "rename"):
+            log.warning("collection %s: %s; resyncing its subscriptions", collection, operation)
+            self.on_resync([collection])
+            return False
+        if operation in ("dropDatabase", "invalidate"):
+            log.warning("change stream %s; resyncing all subscriptions", operation)
+            self.on_resync(None)
+            return operation == "invalidate"
+        return False
+
+    async def _decode(self, change: dict[str, Any]) -> ChangeEvent:
+        cluster_time = change["clusterTime"]
+        previous, index = self._same_time
+        index = index + 1 if previous == cluster_time else 0
+        self._same_time = (cluster_time, index)
+        operation = change["operationType"]
+        collection = change["ns"]["coll"]
+        key = change["documentKey"]["_id"]
+        after = change.get("fullDocument")
+        if after is None and operation in ("update", "replace"):
+            # No post-image recorded (images off for this collection): the current state will do.
+            after = await self.database.collection(collection).find_one({"_id": key})
+        before = change.get("fullDocumentBeforeChange")
+        wall = change.get("wallTime")
+        return ChangeEvent(
+            position=positions.of_timestamp(cluster_time, index),
+            collection=collection,
+            doc_id=str(key),
+            cause=operation,
+            before=to_api(before) if before else None,
+            after=to_api(after) if after else None,
+            wall_time=wall.timestamp() if wall is not None else time.time(),
+        )
+
+    def _publish(self, event: ChangeEvent) -> None:
+        if len(self.replay) == self.replay.maxlen and self.replay:
+            self.horizon = self.replay[0].position
+        self.replay.append(event)
+        self.head = event.position
+        self.events_total += 1
+        self.last_event_wall_time = event.wall_time
+        self.on_event(event)

@@ -1,0 +1,340 @@
+"""One SockJS session speaking PROTOCOL.md: parse, validate, rate-limit, call the hub.
+
+The connection owns its subscriptions, its outbox and its timers; `on_close` releases all of
+them whatever ended the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from realtime_app import db as dbmod
+from realtime_app import jsoncodec, positions
+from realtime_app.errors import (
+    AppError,
+    AuthRequired,
+    BadRequest,
+    Forbidden,
+    TokenExpired,
+    TooManySubscriptions,
+    Unauthorized,
+    UnknownSubscription,
+)
+from realtime_app.filters import Filter
+from realtime_app.hub import Subscription
+from realtime_app.outbox import Outbox
+from realtime_app.principal import Principal
+from realtime_app.sockjs_compat import SockJSConnection
+
+if TYPE_CHECKING:
+    from realtime_app.realtime import Realtime
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = 1
+MAX_CLIENT_ID_LENGTH = 64
+MAX_THROTTLE_MS = 60_000
+# Rate-limit violations tolerated (each answered with an error frame) before closing with 4008.
+RATE_LIMIT_STRIKES = 20
+CLOSE_AUTH, CLOSE_FORBIDDEN, CLOSE_POLICY, CLOSE_SLOW, CLOSE_GOING_AWAY = 4001, 4003, 4008, 4009, 1001
+
+PROTOCOL_CODES = {"bad_request": "bad_frame", "precondition_failed": "bad_frame", "invalid_document": "bad_frame"}
+
+
+def _client_id(value: Any, what: str = "id") -> str:
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_CLIENT_ID_LENGTH:
+        raise BadRequest(f"{what} must be a string of 1-{MAX_CLIENT_ID_LENGTH} characters")
+    return value
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: int):
+        self.rate = rate
+        self.capacity = float(burst)
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class RealtimeConnection(SockJSConnection):
+    """Bound to one `Realtime` service by a subclass that sets the `realtime` attribute."""
+
+    realtime: Realtime
+
+    def on_open(self, info: Any) -> None:
+        settings = self.realtime.settings
+        self.principal: Principal | None = None
+        self.subscriptions: dict[str, Subscription] = {}
+        self.outbox = Outbox(self._write, self.transport_backlog, self._slow_consumer, settings.outbox_max_frames,
+                             self.realtime.counters)
+        self._bucket = TokenBucket(settings.frames_per_second, settings.frame_burst)
+        self._strikes = 0
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self.realtime.register(self)
+        self._send({
+            "type": "welcome", "protocol": PROTOCOL_VERSION, "server": self.realtime.server_name,
+            "heartbeat_ms": int(settings.sockjs_heartbeat_s * 1000), "auth_timeout_ms": int(settings.auth_timeout_s * 1000),
+        })
+        self._timer("auth", settings.auth_timeout_s, self._auth_timed_out)
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def _send(self, frame: dict[str, Any]) -> None:
+        self.outbox.put_frame(jsoncodec.dumps(frame))
+
+    def _write(self, messages: list[str]) -> None:
+        counters = self.realtime.counters
+        counters.frames_out += len(messages)
+        counters.bytes_out += sum(map(len, messages))
+        self.send_packed(messages)
+
+    def _error(self, exc: AppError, ref: str | None = None) -> None:
+        frame: dict[str, Any] = {"type": "error", "code": PROTOCOL_CODES.get(exc.code, exc.code), "message": exc.detail}
+        if exc.errors:
+            frame["message"] += ": " + "; ".join(f"{e.field}: {e.message}" for e in exc.errors)
+        if ref is not None:
+            frame["ref"] = ref
+        self._send(frame)
+
+    def _close_with(self, code: int, reason: str) -> None:
+        """Deliver what is queued, then close with a code and a reason the client can show."""
+        if self._closing:
+            return
+        self._closing = True
+        self.outbox.flush(force=True)
+        self.close(code, reason)
+
+    def goodbye(self, code: int, reason: str, reconnect_after_ms: int) -> None:
+        self._send({"type": "goodbye", "code": code, "reason": reason, "reconnect_after_ms": reconnect_after_ms})
+        self._close_with(code, reason)
+
+    def _slow_consumer(self) -> None:
+        self.realtime.counters.slow_consumer_closes += 1
+        self._closing = True
+        self.close(CLOSE_SLOW, "slow consumer: too far behind; reconnect with since to resume")
+
+    # -- receiving -----------------------------------------------------------------------------
+
+    def on_message(self, message: str) -> None:
+        counters = self.realtime.counters
+        counters.frames_in += 1
+        if self._closing:
+            return
+        if len(message) > self.realtime.settings.max_frame_bytes:
+            counters.oversized_frames += 1
+            self._error(BadRequest(f"frame of {len(message)} bytes is over the limit of {self.realtime.settings.max_frame_bytes}"))
+            self._close_with(CLOSE_POLICY, "frame too large")
+            return
+        if not self._bucket.take():
+            counters.rate_limited += 1
+            self._strikes += 1
+            if self._strikes > RATE_LIMIT_STRIKES:
+                self._close_with(CLOSE_POLICY, "rate limit exceeded")
+            elif self._strikes == 1 or self._strikes % 5 == 0:
+                self._send({"type": "error", "code": "rate_limited",
+                            "message": f"more than {self.realtime.settings.frames_per_second:g} frames per second; slow down"})
+            return
+        ref = None
+        try:
+            frame = jsoncodec.loads(message, "frame")
+            if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+                raise BadRequest('a frame is a JSON object with a string "type"')
+            ref = frame.get("id") if isinstance(frame.get("id"), str) else None
+            self._dispatch(frame)
+        except AppError as exc:
+            self._error(exc, ref)
+
+    def _dispatch(self, frame: dict[str, Any]) -> None:
+        kind = frame["type"]
+        if kind == "ping":
+            self._send({"type": "pong", "ts": frame.get("ts")})
+        elif kind == "auth":
+            self._authenticate(frame.get("token"))
+        elif kind in ("subscribe", "unsubscribe", "refresh"):
+            if self.principal is None:
+                raise AuthRequired("send an auth frame first")
+            getattr(self, "_" + kind)(frame)
+        else:
+            raise BadRequest(f"unknown frame type {kind[:40]!r}; expected auth, subscribe, unsubscribe, refresh or ping")
+
+    # -- auth ----------------------------------------------------------------------------------
+
+    def _authenticate(self, token: Any) -> None:
+        first = self.principal is None
+        try:
+            principal = self.realtime.context.tokens.principal(token)
+            if not first and self.principal is not None and (principal.user, principal.tenant) != (self.principal.user, self.principal.tenant):
+                raise Unauthorized("a refreshed token must be for the same user and tenant")
+        except Unauthorized as exc:
+            self.realtime.counters.auth_failures += 1
+            self._error(exc)
+            if first:
+                self._close_with(CLOSE_AUTH, exc.detail)
+            return
+        if first:
+            if not self.realtime.admit(self, principal.user):
+                self._error(AppError(f"too many connections for {principal.user}"))
+                self._close_with(CLOSE_POLICY, "too many connections for this user")
+                return
+            self._cancel("auth")
+        self.principal = principal
+        self._drop_unreadable()
+        self._schedule_expiry(principal)
+        self._send({
+            "type": "auth_ok", "user": principal.user, "tenant": principal.tenant, "roles": sorted(principal.roles),
+            "expires_at": dt.datetime.fromtimestamp(principal.expires_at, dt.timezone.utc).isoformat().replace("+00:00", "Z"),
+        })
+
+    def _drop_unreadable(self) -> None:
+        """After a refresh with other roles: end the subscriptions the new token may not read."""
+        assert self.principal is not None
+        for sub in list(self.subscriptions.values()):
+            resource = self.realtime.context.resources.get(sub.collection)
+            if not resource.may_read(self.principal.roles):
+                self._remove(sub)
+                self._error(Forbidden(f"your new token may not read {sub.collection}"), sub.id)
+
+    def _schedule_expiry(self, principal: Principal) -> None:
+        settings = self.realtime.settings
+        remaining = principal.expires_at - time.time()
+        self._timer("reauth", max(remaining - settings.reauth_lead_s, 0.0), self._ask_reauth)
+        self._timer("expiry", max(remaining + settings.jwt_leeway_s, 0.0), self._token_expired)
+
+    def _ask_reauth(self) -> None:
+        if self.principal is not None:
+            remaining_ms = int(max(self.principal.expires_at - time.time(), 0) * 1000)
+            self._send({"type": "reauth_required", "expires_in_ms": remaining_ms})
+
+    def _token_expired(self) -> None:
+        for sub in list(self.subscriptions.values()):
+            self._remove(sub)
+        self._error(TokenExpired("the token expired without a fresh one; subscriptions were dropped"))
+        self._close_with(CLOSE_AUTH, "token expired")
+
+    def _auth_timed_out(self) -> None:
+        self._error(AuthRequired(f"no auth frame within {self.realtime.settings.auth_timeout_s:g} s"))
+        self._close_with(CLOSE_AUTH, "authentication timed out")
+
+    # -- subscriptions -------------------------------------------------------------------------
+
+    def _subscribe(self, frame: dict[str, Any]) -> None:
+        assert self.principal is not None
+        settings = self.realtime.settings
+        sub_id = _client_id(frame.get("id"))
+        if sub_id in self.subscriptions:
+            raise BadRequest(f"subscription {sub_id!r} already exists; unsubscribe first or choose another id")
+        if len(self.subscriptions) >= settings.max_subscriptions:
+            raise TooManySubscriptions(f"at most {settings.max_subscriptions} subscriptions per connection")
+        resource = self.realtime.context.store.readable(self.principal, _client_id(frame.get("collection"), "collection"))
+        query = Filter(frame.get("filter"), resource.filterable, settings.max_filter_depth)
+        throttle_ms = frame.get("throttle_ms", 0)
+        if isinstance(throttle_ms, bool) or not isinstance(throttle_ms, int) or not 0 <= throttle_ms <= MAX_THROTTLE_MS:
+            raise BadRequest(f"throttle_ms must be an integer from 0 to {MAX_THROTTLE_MS}")
+        since = frame.get("since")
+        sub = Subscription(self, sub_id, resource.name, query, throttle_ms)
+        self.subscriptions[sub_id] = sub
+        self.realtime.hub.add(sub, self.principal.tenant_scope)
+        feed = self.realtime.feed
+        resume_from = positions.from_wire(since) if since is not None else None
+        if resume_from is not None and feed.covers(resume_from):
+            sub.go_live(resume_from)
+            for event in feed.events_after(resume_from):
+                sub.offer(event)
+            self._send({"type": "resumed", "sub": sub_id, "position": positions.to_wire(max(resume_from, feed.head))})
+        else:
+            self._load_snapshot(sub, recovered=False if since is not None else None)
+
+    def _load_snapshot(self, sub: Subscription, recovered: bool | None) -> None:
+        sub.buffer = sub.buffer if sub.buffer is not None else []
+        task = asyncio.get_running_loop().create_task(self._read_snapshot(sub, recovered))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _read_snapshot(self, sub: Subscription, recovered: bool | None) -> None:
+        assert self.principal is not None
+        realtime = self.realtime
+        resource = realtime.context.resources.get(sub.collection)
+        try:
+            docs, at = await realtime.context.store.snapshot(self.principal, resource, sub.query, realtime.settings.snapshot_max_docs)
+        except AppError as exc:
+            if self.subscriptions.get(sub.id) is sub:
+                self._remove(sub)
+                self._error(exc, sub.id)
+            return
+        except dbmod.PyMongoError as exc:
+            if self.subscriptions.get(sub.id) is sub:
+                self._remove(sub)
+                self._send({"type": "error", "code": "unavailable", "ref": sub.id,
+                            "message": f"the database is unavailable; subscribe again shortly ({dbmod.describe(exc)})"})
+            return
+        if self.subscriptions.get(sub.id) is not sub or self._closing:
+            return
+        position = positions.after_all_at(at) if at is not None else realtime.feed.head
+        frame: dict[str, Any] = {"type": "snapshot", "sub": sub.id, "docs": docs, "position": positions.to_wire(position)}
+        if recovered is not None:
+            frame["recovered"] = recovered
+        self._send(frame)
+        sub.go_live(position)
+
+    def resync(self, subscription: Subscription) -> None:
+        """The hub lost track (history gone, collection dropped): send a fresh snapshot."""
+        if self.subscriptions.get(subscription.id) is subscription and not self._closing:
+            subscription.buffer = []
+            self._load_snapshot(subscription, recovered=False)
+
+    def _unsubscribe(self, frame: dict[str, Any]) -> None:
+        self._remove(self._existing(frame))
+
+    def _refresh(self, frame: dict[str, Any]) -> None:
+        sub = self._existing(frame)
+        sub.buffer = []
+        self._load_snapshot(sub, recovered=None)
+
+    def _existing(self, frame: dict[str, Any]) -> Subscription:
+        sub_id = _client_id(frame.get("id"))
+        sub = self.subscriptions.get(sub_id)
+        if sub is None:
+            raise UnknownSubscription(f"no subscription {sub_id!r} on this connection")
+        return sub
+
+    def _remove(self, sub: Subscription) -> None:
+        self.subscriptions.pop(sub.id, None)
+        self.realtime.hub.remove(sub)
+        sub.close()
+        self.outbox.discard(lambda key: key[0] == sub.id)
+
+    # -- timers and cleanup --------------------------------------------------------------------
+
+    def _timer(self, name: str, delay: float, callback: Any) -> None:
+        self._cancel(name)
+        self._timers[name] = asyncio.get_running_loop().call_later(delay, callback)
+
+    def _cancel(self, name: str) -> None:
+        handle = self._timers.pop(name, None)
+        if handle is not None:
+            handle.cancel()
+
+    def on_close(self) -> None:
+        self._closing = True
+        for name in list(self._timers):
+            self._cancel(name)
+        for task in list(self._tasks):
+            task.cancel()
+        for sub in list(self.subscriptions.values()):
+            self._remove(sub)
+        self.outbox.close()
+        self.realtime.unregister(self, self.principal.user if self.principal is not None else None)

@@ -1,0 +1,131 @@
+"""A connection's outbox: bounded, conflating, flushed in batches.
+
+Change frames are keyed by (subscription, document): a newer change to the same document
+replaces the queued one and moves to the back, so positions stay in order and a slow client
+gets the latest state, not every intermediate one. Frames are built only when flushed, and
+everything queued in one loop iteration leaves as one SockJS frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from realtime_app.changefeed import ChangeEvent
+
+# While the transport still holds this many bytes unsent, keep frames here, where they conflate.
+TRANSPORT_HIGH_WATER_BYTES = 256 * 1024
+# How often a blocked outbox looks again at the transport's backlog.
+BLOCKED_RECHECK_S = 0.02
+
+
+@dataclass(slots=True)
+class PendingChange:
+    """A change not yet written: whether the client had the document, and whether it has it now."""
+
+    sub_head: str
+    event: ChangeEvent
+    had_before: bool
+    present: bool
+    position: int
+
+    @property
+    def op(self) -> str | None:
+        if self.had_before and self.present:
+            return "changed"
+        if self.present:
+            return "added"
+        return "removed" if self.had_before else None
+
+
+class Outbox:
+    def __init__(self, write: Callable[[list[str]], None], backlog: Callable[[], int], on_overflow: Callable[[], None],
+                 max_frames: int, stats: Any = None):
+        self._write = write
+        self._backlog = backlog
+        self._on_overflow = on_overflow
+        self.max_frames = max_frames
+        self._queue: OrderedDict[Any, PendingChange | str] = OrderedDict()
+        self._ids = itertools.count()
+        self._flush_handle: asyncio.Handle | asyncio.TimerHandle | None = None
+        self.closed = False
+        self.conflated = 0
+        self.frames_out = 0
+        self.bytes_out = 0
+        self._stats = stats
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def put_frame(self, frame_text: str) -> None:
+        """Queue a complete frame (JSON text) that never conflates."""
+        self._enqueue(next(self._ids), encode_basestring_ascii(frame_text)[1:-1])
+
+    def put_change(self, key: tuple[str, str], change: PendingChange) -> None:
+        queued = self._queue.pop(key, None)
+        if isinstance(queued, PendingChange):
+            change.had_before = queued.had_before
+            self.conflated += 1
+            if self._stats is not None:
+                self._stats.conflated += 1
+            if change.op is None:  # added then removed before the client saw either
+                return
+        self._enqueue(key, change)
+
+    def _enqueue(self, key: Any, item: PendingChange | str) -> None:
+        if self.closed:
+            return
+        self._queue[key] = item
+        if len(self._queue) > self.max_frames:
+            self.closed = True
+            self._queue.clear()
+            self._on_overflow()
+            return
+        self._schedule(0)
+
+    def _schedule(self, delay: float) -> None:
+        if self._flush_handle is None:
+            loop = asyncio.get_running_loop()
+            self._flush_handle = loop.call_later(delay, self.flush) if delay else loop.call_soon(self.flush)
+
+    def flush(self, force: bool = False) -> None:
+        """Write what is queued as one batch, unless the transport is still busy (or `force`)."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        self._flush_handle = None
+        if self.closed or not self._queue:
+            return
+        if not force and self._backlog() > TRANSPORT_HIGH_WATER_BYTES:
+            self._schedule(BLOCKED_RECHECK_S)
+            return
+        messages = []
+        for item in self._queue.values():
+            if isinstance(item, str):
+                messages.append('"' + item + '"')
+            else:
+                op = item.op
+                if op is not None:
+                    messages.append('"' + item.sub_head + item.event.escaped_tail(op, item.position) + '"')
+        self._queue.clear()
+        if messages:
+            self.frames_out += len(messages)
+            self.bytes_out += sum(map(len, messages))
+            self._write(messages)
+
+    def discard(self, predicate: Callable[[Any], bool]) -> None:
+        """Drop queued changes of subscriptions that went away."""
+        for key in [k for k, v in self._queue.items() if isinstance(v, PendingChange) and predicate(k)]:
+            del self._queue[key]
+
+    def close(self) -> None:
+        self.closed = True
+        self._queue.clear()
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None

@@ -1,0 +1,107 @@
+"""The live-update service of one process: change feed, hub, and the sockets that subscribe."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from realtime_app import __version__
+from realtime_app.changefeed import ChangeFeed
+from realtime_app.config import Settings
+from realtime_app.hub import Hub
+from realtime_app.sockjs_compat import SockJSRouter, SockJSSettings, build_router
+
+if TYPE_CHECKING:
+    from realtime_app.connection import RealtimeConnection
+    from realtime_app.context import Context
+
+log = logging.getLogger(__name__)
+
+SOCKJS_PREFIX = "/realtime"
+
+
+@dataclass
+class RealtimeCounters:
+    """Counts that the connections and outboxes add to; read by stats."""
+
+    frames_in: int = 0
+    frames_out: int = 0
+    bytes_out: int = 0
+    conflated: int = 0
+    slow_consumer_closes: int = 0
+    rate_limited: int = 0
+    oversized_frames: int = 0
+    auth_failures: int = 0
+    connections_refused: int = 0
+
+
+class Realtime:
+    """Owns the hub, the change feed and the registry of open connections."""
+
+    def __init__(self, context: Context):
+        self.context = context
+        self.settings: Settings = context.settings
+        self.hub = Hub()
+        self.feed = ChangeFeed(context.db, context.resources.names, self.hub.dispatch, self.hub.resync,
+                               self.settings.replay_buffer_events)
+        self.counters = RealtimeCounters()
+        self.connections: set[RealtimeConnection] = set()
+        self._per_user: Counter[str] = Counter()
+        self.server_name = f"realtime-app/{__version__} {socket.gethostname()}"
+        self.router: SockJSRouter | None = None
+        self.connection_class: type[RealtimeConnection] | None = None
+
+    async def start(self) -> None:
+        from realtime_app.connection import RealtimeConnection
+
+        await self.feed.start()
+        self.context.readiness_checks.append(self._feed_readiness)
+        self.connection_class = type("BoundRealtimeConnection", (RealtimeConnection,), {"realtime": self})
+        self.router = build_router(self.connection_class, SockJSSettings(
+            prefix=SOCKJS_PREFIX,
+            allowed_origins=self.settings.origins,
+            disconnect_delay=self.settings.sockjs_disconnect_delay_s,
+            heartbeat_delay=self.settings.sockjs_heartbeat_s,
+        ))
+
+    async def _feed_readiness(self) -> str | None:
+        return self.feed.readiness()
+
+    @property
+    def urls(self) -> list[Any]:
+        assert self.router is not None, "start() builds the router"
+        return self.router.urls
+
+    def register(self, connection: RealtimeConnection) -> None:
+        self.connections.add(connection)
+
+    def admit(self, connection: RealtimeConnection, user: str) -> bool:
+        """Count an authenticated socket against its user's limit; False when over it."""
+        if self._per_user[user] >= self.settings.max_connections_per_user:
+            self.counters.connections_refused += 1
+            return False
+        self._per_user[user] += 1
+        return True
+
+    def unregister(self, connection: RealtimeConnection, user: str | None) -> None:
+        self.connections.discard(connection)
+        if user is not None:
+            self._per_user[user] -= 1
+            if self._per_user[user] <= 0:
+                del self._per_user[user]
+
+    @property
+    def users_connected(self) -> int:
+        return len(self._per_user)
+
+    async def stop(self) -> None:
+        """Say goodbye to every client, close them, stop the feed."""
+        for connection in list(self.connections):
+            connection.goodbye(1001, "server shutting down", self.settings.shutdown_reconnect_after_ms)
+        if self.connections:
+            await asyncio.sleep(0.1)  # let the goodbye frames reach the sockets
+        await self.feed.stop()

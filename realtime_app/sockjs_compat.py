@@ -1,0 +1,711 @@
+"""SockJS for realtime-app: the one module that imports sockjs-tornado.
+
+sockjs-tornado 1.0.7 speaks SockJS protocol 0.3.3 but has gaps on Tornado 6. This module keeps
+the library as it is and subclasses its handlers, connection and router to close them:
+
+- htmlfile and JSONP callback names are checked against a strict pattern (XSS) and echoed
+  exactly (the library mangled ``_jp.a1b2c3``, which broke iframe-htmlfile);
+- closing a session from ``on_open`` on a polling transport answers ``o`` and then ``c[...]``
+  on the next poll (the library overran Content-Length and the next poll hung);
+- HTTP/1.0 streaming responses end by closing the connection, even when the client asked for
+  keep-alive (there is no chunked encoding to end them otherwise);
+- streaming transports send heartbeats (the library only did for websocket and polling);
+- origins: same-origin plus a configured allow-list, for websockets, CORS and the iframe pages;
+- a websocket that went away while being written to no longer logs unhandled errors;
+- the iframe page loads our own copy of sockjs-client, served by `vendor_urls`.
+
+Mounting, inside the running event loop (the library's router grabs ``IOLoop.current()`` and
+starts timers when it is built)::
+
+    async def main() -> None:
+        router = build_router(RealtimeConnection, SockJSSettings(prefix="/realtime"))
+        app = tornado.web.Application([*api_urls, *router.urls, *vendor_urls()])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from sockjs.tornado import SockJSConnection as _LibraryConnection
+from sockjs.tornado import SockJSRouter as _LibraryRouter
+from sockjs.tornado.basehandler import BaseHandler, PreflightHandler
+from sockjs.tornado.session import ConnectionInfo
+from sockjs.tornado.static import GreetingsHandler, IFrameHandler, InfoHandler
+from sockjs.tornado.transports import (
+    EventSourceTransport,
+    HtmlFileTransport,
+    JSONPTransport,
+    RawWebSocketTransport,
+    WebSocketTransport,
+    XhrPollingTransport,
+    XhrStreamingTransport,
+)
+from sockjs.tornado.transports.pollingbase import PollingTransportBase
+from sockjs.tornado.transports.streamingbase import StreamingTransportBase
+from sockjs.tornado.websocket import SockJSWebSocketHandler
+from tornado import httputil
+from tornado.http1connection import HTTP1Connection
+from tornado.ioloop import IOLoop
+from tornado.web import StaticFileHandler, URLSpec
+from tornado.websocket import WebSocketClosedError
+
+__all__ = [
+    "ConnectionInfo",
+    "SESSION_TRANSPORTS",
+    "SockJSConnection",
+    "SockJSRouter",
+    "SockJSSettings",
+    "VENDOR_SOCKJS_URL",
+    "VendorAssetMissingError",
+    "build_router",
+    "vendor_urls",
+]
+
+log = logging.getLogger(__name__)
+
+VENDOR_SOCKJS_URL = "/vendor/sockjs.min.js"
+"""Where `vendor_urls` serves sockjs-client, and what the iframe page loads by default."""
+
+SESSION_TRANSPORTS = ("websocket", "xhr", "xhr_streaming", "jsonp", "eventsource", "htmlfile")
+"""Transport names as they appear in session URLs, in `SockJSSettings.disabled_transports` and
+in `SockJSConnection.transport` (which can also be ``"rawwebsocket"`` for ``<prefix>/websocket``)."""
+
+# Protocol defaults (sockjs-protocol 0.3.3): a session outlives its last request by 5 s, and a
+# heartbeat every 25 s keeps proxies with idle timeouts from cutting quiet connections.
+DEFAULT_DISCONNECT_DELAY = 5.0
+DEFAULT_HEARTBEAT_DELAY = 25.0
+# A streaming response is restarted after this many bytes so the browser can free what it holds.
+DEFAULT_RESPONSE_LIMIT = 128 * 1024
+# The protocol asks for cacheable iframe pages and CORS preflights, "one year is best".
+_CACHE_SECONDS = 365 * 24 * 3600
+
+_CALLBACK_NAME = re.compile(r"[a-zA-Z0-9_.]{1,64}")
+"""Names a JSONP/htmlfile response may call: sockjs-client sends ``_jp.a1b2c3``. Anything
+wider would let a crafted link run script on our origin."""
+
+_SESSION_COOKIE_VALUE = re.compile(r"[A-Za-z0-9._~+/=-]{1,128}")
+_INTERNAL_ERROR = (1011, "Internal error")
+
+_IFRAME_PAGE = """<!DOCTYPE html>
+<html>
+<head>
+  <meta http-equiv="X-UA-Compatible" content="IE=edge" />
+  <meta http-equiv="Content-Type" content="text/html; charset=UTF-8" />
+  <script>
+    document.domain = document.domain;
+    _sockjs_onload = function(){{SockJS.bootstrap_iframe();}};
+  </script>
+  <script src="{sockjs_url}"></script>
+</head>
+<body>
+  <h2>Don't panic!</h2>
+  <p>This is a SockJS hidden iframe. It's used for cross domain magic.</p>
+</body>
+</html>"""
+"""The iframe page, word for word as the protocol specifies it, bar the script URL."""
+
+_HTMLFILE_HEAD = """<!doctype html>
+<html><head>
+  <meta http-equiv="X-UA-Compatible" content="IE=edge" />
+  <meta http-equiv="Content-Type" content="text/html; charset=UTF-8" />
+</head><body><h2>Don't panic!</h2>
+  <script>
+    document.domain = document.domain;
+    var c = parent.{callback};
+    c.start();
+    function p(d) {{c.message(d);}};
+    window.onload = function() {{c.stop();}};
+  </script>"""
+"""Start of an htmlfile response as the protocol specifies it; padded to more than 1 KiB
+because some browsers render nothing of a streamed page before that."""
+_HTMLFILE_MIN_HEAD_BYTES = 1025
+
+
+class VendorAssetMissingError(FileNotFoundError):
+    """sockjs-client is not where `vendor_urls` looks: ``npm ci`` was not run."""
+
+
+@dataclass(frozen=True)
+class SockJSSettings:
+    """How one SockJS endpoint behaves. Times are in seconds.
+
+    ``allowed_origins`` lists the browser origins (``"https://app.example.com"``) that may use
+    the endpoint besides its own; empty means same-origin only, ``"*"`` means any origin.
+    """
+
+    prefix: str = "/realtime"
+    sockjs_url: str = VENDOR_SOCKJS_URL
+    allowed_origins: Sequence[str] = ()
+    disconnect_delay: float = DEFAULT_DISCONNECT_DELAY
+    heartbeat_delay: float = DEFAULT_HEARTBEAT_DELAY
+    response_limit: int = DEFAULT_RESPONSE_LIMIT
+    jsessionid: bool = False
+    """Set a JSESSIONID cookie, for load balancers that keep sessions sticky with it."""
+    disabled_transports: Sequence[str] = ()
+    verify_ip: bool = True
+    """Refuse a polling request for a session from an IP other than the one that opened it."""
+
+    def __post_init__(self) -> None:
+        if self.prefix and (not self.prefix.startswith("/") or self.prefix.endswith("/")):
+            raise ValueError(f"prefix must start with '/' and not end with one: {self.prefix!r}")
+        if not self.sockjs_url.startswith(("/", "http://", "https://")):
+            raise ValueError(f"sockjs_url must be a path or an http(s) URL: {self.sockjs_url!r}")
+        if isinstance(self.allowed_origins, str):
+            raise ValueError("allowed_origins must be a list of origins, not one string")
+        for origin in self.allowed_origins:
+            if origin != "*" and _normalized_origin(origin) is None:
+                raise ValueError(f"not an origin (scheme://host[:port]): {origin!r}")
+        unknown = set(self.disabled_transports) - set(SESSION_TRANSPORTS)
+        if unknown:
+            raise ValueError(f"unknown transports in disabled_transports: {sorted(unknown)}")
+        if min(self.disconnect_delay, self.heartbeat_delay) <= 0 or self.response_limit <= 0:
+            raise ValueError("disconnect_delay, heartbeat_delay and response_limit must be > 0")
+
+
+class SockJSConnection(_LibraryConnection):
+    """One SockJS session, as the application sees it: subclass it and override the hooks.
+
+    To refuse a client, call `close` from `on_open` with a code and a reason.
+    """
+
+    def on_open(self, info: ConnectionInfo) -> None:
+        """The session is open; ``info`` has the opening request's ip, headers and cookies."""
+
+    def on_message(self, message: str) -> None:
+        """One message from the client."""
+        raise NotImplementedError
+
+    def on_close(self) -> None:
+        """The session is over, whoever ended it; called once."""
+
+    def send(self, message: str) -> None:
+        """Queue a message for the client; ignored once the session is closed."""
+        super().send(message)
+
+    def close(self, code: int = 3000, reason: str = "Go away!") -> None:
+        """Close the session; the client gets ``c[code,"reason"]``.
+
+        The library writes the reason into the frame without JSON escaping, so it is escaped
+        here: a quote or a non-ASCII character would otherwise break the frame.
+        """
+        self.session.close(code, json.dumps(reason)[1:-1])
+
+    def send_packed(self, messages: list[str]) -> None:
+        """Send messages that are already JSON strings (``'"..."'``) as one frame, ``a[m1,m2]``,
+        so a burst costs one write and no message is encoded twice."""
+        if messages and not self.is_closed:
+            self.session.send_jsonified(",".join(messages))
+
+    def transport_backlog(self) -> int:
+        """Bytes handed to this session but not yet written to the socket: messages waiting
+        for the next poll or for a streaming write to finish, plus unflushed websocket frames."""
+        queued = len(getattr(self.session, "send_queue", "") or "")
+        handler = self.session.handler
+        return queued + (handler.pending_bytes if isinstance(handler, _WebSocketFixes) else 0)
+
+    @property
+    def transport(self) -> str:
+        """Name of the transport this session uses (see `SESSION_TRANSPORTS`); for per-transport
+        counts. Available from `on_open` on."""
+        return str(self.session.transport_name)
+
+
+class _OriginPolicy:
+    """Which browser origins may use an endpoint: the page's own host, plus an allow-list."""
+
+    def __init__(self, allowed: Iterable[str]) -> None:
+        entries = list(allowed)
+        self.allows_any = "*" in entries
+        normalized = (_normalized_origin(entry) for entry in entries if entry != "*")
+        self._allowed = frozenset(origin for origin in normalized if origin is not None)
+        self.frame_ancestors = (
+            None if self.allows_any else " ".join(["frame-ancestors 'self'", *sorted(self._allowed)])
+        )
+        """CSP for the pages sockjs-client frames (iframe, htmlfile): they relay for whatever
+        page embeds them, so only pages the policy allows may embed them."""
+
+    def allows(self, origin: str, host: str) -> bool:
+        """Same-origin is the Origin's host equal to the Host header, as Tornado judges it."""
+        if self.allows_any:
+            return True
+        normalized = _normalized_origin(origin)
+        if normalized is None:
+            return False
+        return urlsplit(origin).netloc.lower() == host.lower() or normalized in self._allowed
+
+
+def _normalized_origin(value: str) -> str | None:
+    """``scheme://host[:port]`` in lower case without a default port, or None if ``value`` is
+    not an http(s) origin (``"null"`` from sandboxed pages and file URLs is not)."""
+    try:
+        parts = urlsplit(value.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    if parts.path or parts.query or parts.fragment or parts.username is not None:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    default_port = 80 if parts.scheme == "http" else 443
+    return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default_port) else "")
+
+
+class SockJSRouter(_LibraryRouter):
+    """sockjs-tornado's router with our handlers in its URL table. Build it with `build_router`."""
+
+    def __init__(self, connection_class: type[SockJSConnection], settings: SockJSSettings) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "build the SockJS router inside the running event loop (e.g. in async main())"
+            ) from None
+        super().__init__(
+            connection_class,
+            settings.prefix,
+            {
+                "sockjs_url": settings.sockjs_url,
+                "disconnect_delay": settings.disconnect_delay,
+                "heartbeat_delay": settings.heartbeat_delay,
+                "response_limit": settings.response_limit,
+                "jsessionid": settings.jsessionid,
+                "disabled_transports": list(settings.disabled_transports),
+                "verify_ip": settings.verify_ip,
+            },
+            io_loop=IOLoop.current(),
+        )
+        self.origin_policy = _OriginPolicy(settings.allowed_origins)
+        self.iframe_page = _IFRAME_PAGE.format(sockjs_url=html.escape(settings.sockjs_url))
+        self._routes = _routes(self, settings)
+
+    @property
+    def urls(self) -> list[URLSpec]:
+        """URL specs to join into the Tornado application."""
+        return list(self._routes)
+
+    def apply_routes(self, routes: list[Any]) -> list[Any]:
+        """Append `urls` to ``routes`` (the library's method would append its own handlers)."""
+        routes.extend(self._routes)
+        return routes
+
+    def sessions_by_transport(self) -> dict[str, int]:
+        """Open sessions per transport name, for metrics."""
+        return {name: count for name, count in self.stats.sess_transports.items() if count}
+
+
+def build_router(
+    connection_class: type[SockJSConnection], settings: SockJSSettings
+) -> SockJSRouter:
+    """The SockJS endpoint at ``settings.prefix``, serving ``connection_class`` sessions.
+
+    Must be called inside the running event loop (RuntimeError otherwise): the router keeps
+    ``IOLoop.current()`` and starts its session-expiry and statistics timers on it.
+    """
+    return SockJSRouter(connection_class, settings)
+
+
+def vendor_urls(repo_root: str | os.PathLike[str] | None = None) -> list[URLSpec]:
+    """URL spec serving sockjs-client at `VENDOR_SOCKJS_URL` (and its source map) from
+    ``node_modules/sockjs-client/dist`` under ``repo_root``, by default this checkout's root.
+
+    Raises `VendorAssetMissingError` if the file is not there.
+    """
+    root = Path(repo_root) if repo_root is not None else Path(__file__).resolve().parent.parent
+    dist = root / "node_modules" / "sockjs-client" / "dist"
+    if not (dist / "sockjs.min.js").is_file():
+        raise VendorAssetMissingError(
+            f"{dist / 'sockjs.min.js'} not found: run `npm ci` in {root} to install "
+            "sockjs-client (pinned in package.json)"
+        )
+    directory, _, filename = VENDOR_SOCKJS_URL.rpartition("/")
+    pattern = f"{re.escape(directory)}/({re.escape(filename)}(?:\\.map)?)"
+    return [URLSpec(pattern, StaticFileHandler, {"path": str(dist)})]
+
+
+# Handlers. Each subclasses the library's handler for one URL, behind mixins holding the fixes.
+
+
+def _checked_callback(handler: BaseHandler) -> str | None:
+    """The ``c`` query parameter if it is a safe callback name; otherwise answer the request
+    with an error (500 when missing, as the protocol says; 400 when unsafe) and return None."""
+    callback = handler.get_argument("c", None)
+    if callback and _CALLBACK_NAME.fullmatch(callback):
+        return str(callback)
+    handler.set_header("Content-Type", "text/plain; charset=UTF-8")
+    if not callback:
+        handler.set_status(500)
+        handler.finish('"callback" parameter required')
+    else:
+        handler.set_status(400)
+        handler.finish('"callback" parameter is not a valid name')
+    return None
+
+
+def _decoded_messages(payload: str | bytes) -> list[str] | None:
+    """Messages in a client payload: a JSON array of strings, or one JSON string; None for
+    anything else, so `SockJSConnection.on_message` only ever gets strings."""
+    try:
+        decoded = json.loads(payload)
+    except ValueError:
+        return None
+    if isinstance(decoded, str):
+        return [decoded]
+    if isinstance(decoded, list) and all(isinstance(item, str) for item in decoded):
+        return decoded
+    return None
+
+
+def _script_safe_json(text: str) -> str:
+    """JSON string literal that cannot end an inline ``<script>``: the htmlfile transport puts
+    frames inside one, so ``</script>`` in a message must not reach the page as is."""
+    return json.dumps(text).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+class _HandlerFixes(BaseHandler):
+    """Fixes for every HTTP handler of the library."""
+
+    server: SockJSRouter
+
+    def enable_cache(self) -> None:
+        """Long caching with an HTTP-date Expires (the library writes local time without zone)."""
+        self.set_header("Cache-Control", f"max-age={_CACHE_SECONDS}, public")
+        self.set_header("Expires", httputil.format_timestamp(time.time() + _CACHE_SECONDS))
+        self.set_header("Access-Control-Max-Age", str(_CACHE_SECONDS))
+
+    def handle_session_cookie(self) -> None:
+        """Echo a client's JSESSIONID only when well formed: Tornado refuses to set some values
+        (a space, say), which made the library answer 500."""
+        if not self.server.settings["jsessionid"]:
+            return
+        cookie = self.cookies.get("JSESSIONID")
+        well_formed = cookie is not None and _SESSION_COOKIE_VALUE.fullmatch(cookie.value)
+        self.set_cookie("JSESSIONID", cookie.value if well_formed else "dummy")
+
+    def frame_only_where_allowed(self) -> None:
+        """Pages sockjs-client puts in frames may only be embedded by allowed origins."""
+        if self.server.origin_policy.frame_ancestors is not None:
+            self.set_header("Content-Security-Policy", self.server.origin_policy.frame_ancestors)
+
+
+class _CrossOriginFixes(_HandlerFixes, PreflightHandler):
+    """Origin policy for the handlers that speak CORS (the library reflects any Origin, with
+    credentials): a request from an origin the policy refuses gets 403."""
+
+    def origin_allowed(self) -> bool:
+        origin = self.request.headers.get("Origin")
+        if origin is None or self.request.headers.get("Sec-Fetch-Site") == "same-origin":
+            return True
+        return self.server.origin_policy.allows(origin, self.request.host)
+
+    def check_trusted_origin(self, origin: str) -> bool:
+        """Tornado's ``cross_origin_protection``, if the app turns it on, follows our policy."""
+        return self.server.origin_policy.allows(origin, self.request.host)
+
+    def prepare(self) -> None:
+        super().prepare()
+        if not self.origin_allowed():
+            self.set_status(403)
+            self.set_header("Content-Type", "text/plain; charset=UTF-8")
+            self.finish("Origin not allowed")
+
+    def preflight(self) -> None:
+        """CORS headers; origins reaching this point are allowed (see `prepare`)."""
+        self.add_header("Vary", "Origin")
+        origin = self.request.headers.get("Origin")
+        if origin is not None and origin != "null":
+            self.set_header("Access-Control-Allow-Origin", origin)
+        elif self.server.origin_policy.allows_any:
+            self.set_header("Access-Control-Allow-Origin", "*")
+        else:
+            return
+        self.set_header("Access-Control-Allow-Credentials", "true")
+        requested = self.request.headers.get("Access-Control-Request-Headers")
+        if requested:
+            self.set_header("Access-Control-Allow-Headers", requested)
+
+
+class _PollingFixes(_CrossOriginFixes, PollingTransportBase):
+    def send_pack(self, message: str, binary: bool = False) -> None:
+        """A polling response carries one frame, its Content-Length set when it is written.
+
+        A second frame can only be a close frame or a heartbeat racing the first (messages
+        wait for an idle handler); a close frame is served again by the next poll, so it is
+        dropped here instead of overrunning Content-Length and leaving the session open.
+        """
+        if self.active:
+            super().send_pack(message, binary)
+
+
+class _StreamingFixes(_CrossOriginFixes, StreamingTransportBase):
+    def attached(self) -> None:
+        """Start heartbeats once the session is attached (the library never does for streaming
+        transports, so proxies with idle timeouts cut quiet sessions)."""
+        if self.session is not None:
+            self.session.start_heartbeat()
+
+    def on_finish(self) -> None:
+        """End an HTTP/1.0 response by closing the connection once it is written.
+
+        HTTP/1.0 has no chunked encoding, so a body without Content-Length ends only with the
+        connection; Tornado keeps it open when the client asked for keep-alive, and the
+        client would wait forever.
+        """
+        super().on_finish()
+        connection = self.request.connection
+        if self.request.version == "HTTP/1.0" and isinstance(connection, HTTP1Connection):
+            stream = connection.stream
+            if not stream.closed():
+                stream.write(b"").add_done_callback(lambda _: stream.close())
+
+
+class _Greeting(_HandlerFixes, GreetingsHandler):
+    pass
+
+
+class _Info(_CrossOriginFixes, InfoHandler):
+    pass
+
+
+class _IFrame(_HandlerFixes, IFrameHandler):
+    def get(self) -> None:
+        """The iframe page loading our sockjs_url. Tornado computes a strong ETag from the body
+        and answers a matching If-None-Match with a bare 304."""
+        self.enable_cache()
+        self.frame_only_where_allowed()
+        self.set_header("Content-Type", "text/html; charset=UTF-8")
+        self.write(self.server.iframe_page)
+
+
+class _XhrPolling(_PollingFixes, XhrPollingTransport):
+    pass
+
+
+class _JsonpPolling(_PollingFixes, JSONPTransport):
+    def prepare(self) -> None:
+        """Refuse unsafe callback names before the library echoes the name into the script."""
+        super().prepare()
+        if self.origin_allowed():
+            _checked_callback(self)
+
+
+class _XhrStreaming(_StreamingFixes, XhrStreamingTransport):
+    def post(self, session_id: str) -> None:
+        super().post(session_id)
+        self.attached()
+
+
+class _EventSource(_StreamingFixes, EventSourceTransport):
+    def get(self, session_id: str) -> None:
+        super().get(session_id)
+        self.attached()
+
+
+class _HtmlFile(_StreamingFixes, HtmlFileTransport):
+    """htmlfile with the callback name kept as sent (the library stripped ``[\\W_]`` from it,
+    so ``_jp.a1b2c3`` named nothing) and checked, and with script-safe frames."""
+
+    def initialize(self, server: SockJSRouter) -> None:
+        super().initialize(server)
+        self.response_over = asyncio.Event()
+
+    def prepare(self) -> None:
+        super().prepare()
+        self.callback = _checked_callback(self) if self.origin_allowed() else None
+
+    async def get(self, session_id: str) -> None:
+        """Like the library's, with the callback as sent and heartbeats; open until finished."""
+        self.handle_session_cookie()
+        self.disable_cache()
+        self.frame_only_where_allowed()
+        self.set_header("Content-Type", "text/html; charset=UTF-8")
+        head = _HTMLFILE_HEAD.format(callback=self.callback)
+        self.write(head.ljust(_HTMLFILE_MIN_HEAD_BYTES) + "\r\n\r\n")
+        self.flush()
+        if self._attach_session(session_id):
+            self.attached()
+            if self.session is not None:
+                self.session.flush()
+        else:
+            self.finish()
+        await self.response_over.wait()
+
+    def on_finish(self) -> None:
+        super().on_finish()
+        self.response_over.set()
+
+    def on_connection_close(self) -> None:
+        super().on_connection_close()
+        self.response_over.set()
+
+    def send_pack(self, message: str, binary: bool = False) -> None:
+        if binary:
+            raise ValueError("the htmlfile transport carries text frames only")
+        self.active = False
+        self.notify_sent(len(message))
+        self.write(f"<script>\np({_script_safe_json(message)});\n</script>\r\n")
+        self.flush().add_done_callback(self.send_complete)
+
+
+class _SendHandler(_CrossOriginFixes, PollingTransportBase):
+    """Base of xhr_send and jsonp_send: both deliver a JSON array of strings to a session."""
+
+    def deliver(self, session_id: str, payload: bytes) -> bool:
+        """Hand the payload's messages to the session, or answer with the protocol's error;
+        True when delivered."""
+        self.preflight()
+        self.handle_session_cookie()
+        self.disable_cache()
+        self.set_header("Content-Type", "text/plain; charset=UTF-8")
+        session = self.server.get_session(session_id)
+        if session is None or session.is_closed:
+            self.set_status(404)
+            return False
+        if not payload:
+            self.set_status(500)
+            self.write("Payload expected.")
+            return False
+        messages = _decoded_messages(payload)
+        if messages is None:
+            self.set_status(500)
+            self.write("Broken JSON encoding.")
+            return False
+        try:
+            session.on_messages(messages)
+        except Exception:
+            log.exception("SockJS on_message failed; closing the session")
+            session.close(*_INTERNAL_ERROR)
+            self.set_status(500)
+            self.write("Message handler failed.")
+            return False
+        return True
+
+
+class _XhrSend(_SendHandler):
+    def post(self, session_id: str) -> None:
+        if self.deliver(session_id, self.request.body):
+            self.set_status(204)
+
+    def flush(self, include_footers: bool = False) -> asyncio.Future[None]:
+        """Keep ``Content-Type: text/plain`` on the 204, which Tornado strips from bodiless
+        responses: the protocol asks for it, as Firefox parses a typeless reply as XML."""
+        if self.get_status() == 204:
+            self.set_header("Content-Type", "text/plain; charset=UTF-8")
+        return super().flush(include_footers)
+
+
+class _JsonpSend(_SendHandler):
+    def post(self, session_id: str) -> None:
+        """sockjs-client posts a form with the payload in field ``d``; other clients may post
+        the JSON itself."""
+        content_type = self.request.headers.get("Content-Type", "")
+        if content_type.split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
+            fields = self.request.body_arguments.get("d")
+            payload = fields[0] if fields else b""
+        else:
+            payload = self.request.body
+        if self.deliver(session_id, payload):
+            self.write("ok")
+
+
+class _WebSocketFixes(SockJSWebSocketHandler):
+    """Fixes for both websocket endpoints."""
+
+    server: SockJSRouter
+    pending_bytes = 0
+    """Bytes of frames written but not yet flushed to the socket (the outbox's backpressure)."""
+
+    def check_origin(self, origin: str) -> bool:
+        """Our origin policy instead of the library's default of any origin. Tornado asks only
+        when the request looks cross-origin and carries an Origin."""
+        return self.server.origin_policy.allows(origin, self.request.host)
+
+    def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> asyncio.Future[None]:
+        """The library's 405 for non-GET requests carries a body; the protocol wants none."""
+        if self.get_status() == 405:
+            self.clear_header("Content-Type")
+            chunk = None
+        return super().finish(chunk)
+
+    def send_pack(self, message: str | bytes, binary: bool = False) -> None:
+        """Write a frame; if the client is gone, end the session quietly. The library caught
+        IOError, but Tornado raises WebSocketClosedError, and reports a write that fails later
+        through the returned future, which nobody read (an "exception never retrieved")."""
+        try:
+            written = self.write_message(message, binary)
+        except WebSocketClosedError:
+            self._client_gone()
+            return
+        size = len(message)
+        self.pending_bytes += size
+        written.add_done_callback(lambda future: self._check_written(future, size))
+
+    def _check_written(self, written: asyncio.Future[None], size: int) -> None:
+        self.pending_bytes -= size
+        if written.cancelled() or written.exception() is not None:
+            self._client_gone()
+
+    def _client_gone(self) -> None:
+        """Close the session on the next loop turn; Tornado's own on_close then finds it gone."""
+        self.server.io_loop.add_callback(self.on_close)
+
+
+class _WebSocket(_WebSocketFixes, WebSocketTransport):
+    def on_message(self, message: str | bytes) -> None:
+        """Deliver a frame's messages. A malformed frame aborts the connection, as the protocol
+        says, logged without a traceback: it is the client's error, not ours."""
+        if not message or self.session is None:
+            return
+        messages = _decoded_messages(message)
+        if messages is None:
+            log.info("SockJS websocket from %s sent a malformed frame", self.request.remote_ip)
+            self.abort_connection()
+            return
+        try:
+            self.session.on_messages(messages)
+        except Exception:
+            log.exception("SockJS on_message failed; closing the connection")
+            self.abort_connection()
+
+
+class _RawWebSocket(_WebSocketFixes, RawWebSocketTransport):
+    pass
+
+
+def _routes(router: SockJSRouter, settings: SockJSSettings) -> list[URLSpec]:
+    """The protocol's URL scheme under the prefix, mapped to our handlers."""
+    base = re.escape(settings.prefix)
+    session = base + r"/[^/.]+/(?P<session_id>[^/.]+)"
+    deps = {"server": router}
+    receivers: dict[str, type[Any]] = {
+        "websocket": _WebSocket,
+        "xhr": _XhrPolling,
+        "xhr_streaming": _XhrStreaming,
+        "jsonp": _JsonpPolling,
+        "eventsource": _EventSource,
+        "htmlfile": _HtmlFile,
+    }
+    enabled = {name: handler for name, handler in receivers.items()
+               if name not in settings.disabled_transports}
+    routes = [
+        URLSpec(base + r"/?", _Greeting, deps),
+        URLSpec(base + r"/info", _Info, deps),
+        URLSpec(base + r"/iframe[0-9a-z._-]*\.html", _IFrame, deps),
+        URLSpec(session + r"/xhr_send", _XhrSend, deps),
+        URLSpec(session + r"/jsonp_send", _JsonpSend, deps),
+    ]
+    routes += [URLSpec(f"{session}/{name}", handler, deps) for name, handler in enabled.items()]
+    if "websocket" in enabled:
+        routes.append(URLSpec(base + r"/websocket", _RawWebSocket, deps))
+    return routes

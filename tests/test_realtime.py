@@ -1,0 +1,76 @@
+"""Live updates end to end: real mongod, real server on loopback, the Python client."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from realtime_app.app import Server
+from realtime_app.client import RealtimeClient
+from tests.helpers import ApiClient
+
+
+def client_for(api: ApiClient, transport: str = "websocket", **token_args) -> RealtimeClient:
+    return RealtimeClient(api.base, api.token(**token_args), transport=transport)
+
+
+@pytest.mark.parametrize("transport", ["websocket", "xhr-polling"])
+async def test_round_trip_on_each_transport(api: ApiClient, transport: str) -> None:
+    token = api.token()
+    client = client_for(api, transport)
+    try:
+        auth_ok = await client.connect()
+        assert auth_ok["user"] == "ed" and auth_ok["tenant"] == "t1"
+        view = await client.subscribe("services")
+        assert view.docs == {}
+        created = (await api.post("/api/v1/services", {"name": "a", "status": "up"}, token=token)).body
+        await view.wait_for(lambda v: created["id"] in v.docs)
+        assert view.changes[-1]["op"] == "added" and view.changes[-1]["cause"] == "insert"
+        await api.patch(f"/api/v1/services/{created['id']}", {"status": "down"}, token=token)
+        await view.wait_for(lambda v: v.docs[created["id"]]["status"] == "down")
+        await api.delete(f"/api/v1/services/{created['id']}", token=token)
+        await view.wait_for(lambda v: created["id"] not in v.docs)
+        assert [c["op"] for c in view.changes] == ["added", "changed", "removed"]
+        assert await client.ping() < 5
+    finally:
+        await client.close()
+
+
+async def test_direct_database_writes_arrive_like_api_writes(api: ApiClient, server: Server) -> None:
+    client = client_for(api)
+    try:
+        await client.connect()
+        view = await client.subscribe("services", {"status": "down"})
+        collection = server.context.db.collection("services")
+        result = await collection.insert_one({"name": "direct", "status": "down", "tenant": "t1", "version": 1})
+        await view.wait_for(lambda v: str(result.inserted_id) in v.docs)
+        await collection.update_one({"_id": result.inserted_id}, {"$set": {"status": "up"}})
+        await view.wait_for(lambda v: str(result.inserted_id) not in v.docs)
+        assert [c["op"] for c in view.changes] == ["added", "removed"]
+        assert view.changes[-1]["cause"] == "update"
+    finally:
+        await client.close()
+
+
+async def test_tenants_are_isolated_and_admins_see_all(api: ApiClient) -> None:
+    t1, t2 = api.token(tenant="t1"), api.token(tenant="t2")
+    mine = client_for(api, tenant="t1", roles=("viewer",))
+    admin = client_for(api, user="root", tenant="t1", roles=("admin",))
+    try:
+        await mine.connect()
+        await admin.connect()
+        mine_view = await mine.subscribe("services")
+        admin_view = await admin.subscribe("services")
+        other = (await api.post("/api/v1/services", {"name": "theirs", "status": "up"}, token=t2)).body
+        own = (await api.post("/api/v1/services", {"name": "ours", "status": "up"}, token=t1)).body
+        await admin_view.wait_for(lambda v: {other["id"], own["id"]} <= set(v.docs))
+        await mine_view.wait_for(lambda v: own["id"] in v.docs)
+        await api.delete(f"/api/v1/services/{other['id']}", token=t2)
+        await admin_view.wait_for(lambda v: other["id"] not in v.docs)
+        await asyncio.sleep(0.2)
+        assert set(mine_view.docs) == {own["id"]}
+        assert all(c["id"] != other["id"] for c in mine_view.changes)
+    finally:
+        await mine.close()
+        await admin.close()
