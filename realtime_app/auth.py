@@ -124,7 +124,7 @@ class TokenService:
             raise Unauthorized(f"the token's algorithm is not accepted (accepted: {', '.join(self.algorithms)})") from None
         except jwt.MissingRequiredClaimError as exc:
             raise Unauthorized(f"the token lacks the {exc.claim!r} claim") from None
-        except jwt.InvalidTokenError as exc:
+        except jwt.PyJWTError as exc:  # also InvalidKeyError: a header naming an accepted algorithm of another key type
             raise Unauthorized(f"invalid token: {exc}") from None
         token_use = claims.get("token_use", ACCESS)
         if token_use != use:
@@ -224,11 +224,12 @@ class LoginLimiter:
             self._failures.pop(key, None)
 
     def _recent(self, key: str, moment: float) -> deque[float]:
+        # Prune first: pruning after setdefault would drop this key's new, still empty queue.
+        if len(self._failures) > 100_000:
+            self._prune(moment)
         failures = self._failures.setdefault(key, deque())
         while failures and failures[0] <= moment - self.WINDOW_S:
             failures.popleft()
-        if len(self._failures) > 100_000:
-            self._prune(moment)
         return failures
 
     def _prune(self, moment: float) -> None:

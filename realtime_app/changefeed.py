@@ -9,18 +9,22 @@ history it needs, it starts afresh and asks the hub to resync every subscription
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from realtime_app import db as dbmod
 from realtime_app import positions
-from realtime_app.store import to_api
+from realtime_app.filters import Filter
+from realtime_app.principal import Principal
+from realtime_app.resources import Resource
+from realtime_app.store import DocumentStore, to_api
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +76,8 @@ EventSink = Callable[[ChangeEvent], None]
 ResyncSink = Callable[[Iterable[str] | None], None]
 
 
-class ChangeFeed:
-    """Owns the change stream, its resume token, the replay buffer and the feed's health."""
+class Feed:
+    """What every feed shares: the replay buffer, positions, health, and handing events on."""
 
     def __init__(self, database: dbmod.Database, collections: list[str], on_event: EventSink, on_resync: ResyncSink,
                  replay_capacity: int):
@@ -83,31 +87,33 @@ class ChangeFeed:
         self.on_resync = on_resync
         self.replay: deque[ChangeEvent] = deque(maxlen=replay_capacity)
         self.horizon = 0  # the replay buffer holds every event after this position
-        self.head = 0  # the position of the newest event seen, or of the stream's start
-        self.resume_token: Any = None
+        self.head = 0  # the position of the newest event seen, or of the feed's start
         self.running = False
         self.last_error: str | None = None
         self.events_total = 0
         self.last_event_wall_time: float | None = None
         self._task: asyncio.Task[None] | None = None
-        self._same_time: tuple[Any, int] = (None, 0)
         self._started = asyncio.Event()
-        self._start_at: Any = None  # the cluster time to open a token-less stream at
 
     async def start(self) -> None:
-        """Open the stream; returns once it is open (so no later write can be missed)."""
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="change-feed")
+        """Start following changes; returns once the feed is open (so no later write is missed)."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=type(self).__name__)
         await self._started.wait()
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
         self.running = False
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+    async def snapshot(self, principal: Principal, resource: Resource, query: Filter, max_docs: int) -> tuple[list[dict[str, Any]], int]:
+        """A live query's current result and the position it reflects."""
+        raise NotImplementedError
 
     def readiness(self) -> str | None:
         if self.running:
@@ -120,6 +126,38 @@ class ChangeFeed:
 
     def events_after(self, position: int) -> list[ChangeEvent]:
         return [event for event in self.replay if event.position > position]
+
+    def _mark_down(self, exc: BaseException) -> None:
+        if self.running:
+            log.warning("change feed interrupted: %s", dbmod.describe(exc))
+        self.running = False
+        self.last_error = dbmod.describe(exc)
+        self._started.set()  # start-up does not wait forever on a failing feed
+
+    def _publish(self, event: ChangeEvent) -> None:
+        if len(self.replay) == self.replay.maxlen and self.replay:
+            self.horizon = self.replay[0].position
+        self.replay.append(event)
+        self.head = event.position
+        self.events_total += 1
+        self.last_event_wall_time = event.wall_time
+        self.on_event(event)
+
+
+class ChangeFeed(Feed):
+    """Follows one MongoDB change stream over the served collections; owns its resume token."""
+
+    def __init__(self, database: dbmod.Database, collections: list[str], on_event: EventSink, on_resync: ResyncSink,
+                 replay_capacity: int, store: DocumentStore):
+        super().__init__(database, collections, on_event, on_resync, replay_capacity)
+        self.store = store
+        self.resume_token: Any = None
+        self._same_time: tuple[Any, int] = (None, 0)
+        self._start_at: Any = None  # the cluster time to open a token-less stream at
+
+    async def snapshot(self, principal: Principal, resource: Resource, query: Filter, max_docs: int) -> tuple[list[dict[str, Any]], int]:
+        docs, at = await self.store.snapshot(principal, resource, query, max_docs)
+        return docs, positions.after_all_at(at)
 
     async def _run(self) -> None:
         attempt = 0
@@ -141,13 +179,6 @@ class ChangeFeed:
                 self._mark_down(exc)
                 attempt += 1
             await asyncio.sleep(RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S)) - 1])
-
-    def _mark_down(self, exc: BaseException) -> None:
-        if self.running:
-            log.warning("change stream interrupted: %s", dbmod.describe(exc))
-        self.running = False
-        self.last_error = dbmod.describe(exc)
-        self._started.set()  # start-up does not wait forever on a failing stream
 
     async def _start_afresh(self) -> None:
         try:
@@ -230,12 +261,3 @@ class ChangeFeed:
             after=to_api(after) if after else None,
             wall_time=wall.timestamp() if wall is not None else time.time(),
         )
-
-    def _publish(self, event: ChangeEvent) -> None:
-        if len(self.replay) == self.replay.maxlen and self.replay:
-            self.horizon = self.replay[0].position
-        self.replay.append(event)
-        self.head = event.position
-        self.events_total += 1
-        self.last_event_wall_time = event.wall_time
-        self.on_event(event)

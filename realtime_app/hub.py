@@ -13,7 +13,7 @@ import json
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
+from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any, Protocol
 
 from realtime_app.changefeed import ChangeEvent

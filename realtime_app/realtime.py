@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from realtime_app import __version__
-from realtime_app.changefeed import ChangeFeed
+from realtime_app.changefeed import ChangeFeed, Feed
 from realtime_app.config import Settings
 from realtime_app.hub import Hub
+from realtime_app.pollfeed import POLL_INTERVAL_S, PollingFeed
 from realtime_app.sockjs_compat import SockJSRouter, SockJSSettings, build_router
 
 if TYPE_CHECKING:
@@ -46,8 +47,7 @@ class Realtime:
         self.context = context
         self.settings: Settings = context.settings
         self.hub = Hub()
-        self.feed = ChangeFeed(context.db, context.resources.names, self.hub.dispatch, self.hub.resync,
-                               self.settings.replay_buffer_events)
+        self.feed: Feed | None = None
         self.counters = RealtimeCounters()
         self.connections: set[RealtimeConnection] = set()
         self._per_user: Counter[str] = Counter()
@@ -58,6 +58,14 @@ class Realtime:
     async def start(self) -> None:
         from realtime_app.connection import RealtimeConnection
 
+        context = self.context
+        feed_args = (context.db, context.resources.names, self.hub.dispatch, self.hub.resync, self.settings.replay_buffer_events)
+        if await context.db.supports_change_streams():
+            self.feed = ChangeFeed(*feed_args, store=context.store)
+        else:
+            log.warning("MongoDB has no change streams (not a replica set): polling the collections every %.1f s instead; "
+                        "run mongod as a replica set (even of one node) for immediate, complete updates", POLL_INTERVAL_S)
+            self.feed = PollingFeed(*feed_args)
         await self.feed.start()
         self.context.readiness_checks.append(self._feed_readiness)
         self.connection_class = type("BoundRealtimeConnection", (RealtimeConnection,), {"realtime": self})
@@ -69,7 +77,12 @@ class Realtime:
         ))
 
     async def _feed_readiness(self) -> str | None:
-        return self.feed.readiness()
+        return self.feed.readiness() if self.feed is not None else "the change feed has not started"
+
+    @property
+    def live_feed(self) -> Feed:
+        assert self.feed is not None, "start() creates the feed"
+        return self.feed
 
     @property
     def urls(self) -> list[Any]:
@@ -104,4 +117,5 @@ class Realtime:
             connection.goodbye(1001, "server shutting down", self.settings.shutdown_reconnect_after_ms)
         if self.connections:
             await asyncio.sleep(0.1)  # let the goodbye frames reach the sockets
-        await self.feed.stop()
+        if self.feed is not None:
+            await self.feed.stop()

@@ -33,6 +33,7 @@ COLLECTION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 RESERVED_NAMES = {"auth", "collections", "stats", "health", "ready", "openapi", "realtime_users"}
 MAX_FIELD_NAME_LENGTH = 128
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+SCALAR_TYPES = {"string", "number", "integer", "boolean", "null"}
 
 
 class ResourceFileError(ValueError):
@@ -58,7 +59,7 @@ class Resource:
     @property
     def filterable(self) -> set[str]:
         """Scalar fields only: filters compare whole values, never array elements."""
-        scalar = {name for name, spec in self.fields.items() if spec.get("type") not in ("array", "object")}
+        scalar = {name for name, spec in self.fields.items() if _only_scalars(spec)}
         return scalar | {"id", "tenant", "version"}
 
     def may_read(self, roles: Iterable[str]) -> bool:
@@ -72,9 +73,15 @@ class Resource:
         errors = list(_bad_names_or_values(fields, ""))
         if not errors:
             for error in sorted(self._validator.iter_errors(fields), key=lambda e: list(e.path)):
-                errors.append(FieldError(_error_field(error), error.message))
+                errors.extend(_field_errors(error))
         if errors:
             raise InvalidDocument(f"the document does not match the {self.name} schema", errors)
+
+    def check_field_names(self, patch: dict[str, Any]) -> None:
+        """A merge patch's names, checked even where it deletes (null), which the merged document cannot show."""
+        errors = list(_bad_names_or_values(patch, ""))
+        if errors:
+            raise InvalidDocument("the patch names fields MongoDB would misread", errors)
 
     def public(self) -> dict[str, Any]:
         return {
@@ -85,16 +92,28 @@ class Resource:
         }
 
 
-def _error_field(error: Any) -> str:
+def _only_scalars(spec: dict[str, Any]) -> bool:
+    """Whether a property's schema admits scalars only; an untyped one may hold arrays, which MongoDB matches by element."""
+    if "type" in spec:
+        kinds = spec["type"] if isinstance(spec["type"], list) else [spec["type"]]
+        return bool(kinds) and all(kind in SCALAR_TYPES for kind in kinds)
+    options = spec["enum"] if "enum" in spec else [spec["const"]] if "const" in spec else None
+    return options is not None and not any(isinstance(option, (dict, list)) for option in options)
+
+
+def _field_errors(error: Any) -> list[FieldError]:
+    path = [*map(str, error.path)]
+    if error.validator == "additionalProperties" and error.validator_value is False and isinstance(error.instance, dict):
+        # One entry per unexpected name; jsonschema's message lists them all and quotes them with repr().
+        declared = error.schema.get("properties", {})
+        patterns = list(error.schema.get("patternProperties", {}))
+        unexpected = [key for key in error.instance if key not in declared and not any(re.search(p, key) for p in patterns)]
+        return [FieldError(".".join([*path, key]), "is not a declared field") for key in unexpected]
     if error.validator == "required":
         match = re.match(r"'(.+)' is a required property", error.message)
         if match:
-            return ".".join([*map(str, error.path), match.group(1)])
-    if error.validator == "additionalProperties":
-        match = re.search(r"\('(.+)' was unexpected\)|'(.+)' (?:was|were) unexpected", error.message)
-        if match:
-            return ".".join([*map(str, error.path), match.group(1) or match.group(2)])
-    return ".".join(map(str, error.path)) or "(document)"
+            return [FieldError(".".join([*path, match.group(1)]), error.message)]
+    return [FieldError(".".join(path) or "(document)", error.message)]
 
 
 def _bad_names_or_values(value: Any, prefix: str) -> Iterable[FieldError]:

@@ -202,10 +202,16 @@ class SockJSConnection(_LibraryConnection):
         self.session.close(code, json.dumps(reason)[1:-1])
 
     def send_packed(self, messages: list[str]) -> None:
-        """Send messages that are already JSON strings (``'"..."'``) as one frame, ``a[m1,m2]``,
-        so a burst costs one write and no message is encoded twice."""
-        if messages and not self.is_closed:
+        """Send messages that are already JSON texts as one frame, ``a[m1,m2]``, so a burst
+        costs one write and nothing is encoded twice; sockjs-client hands each over parsed.
+        The raw websocket endpoint has no framing: there each text is one websocket message."""
+        if not messages or self.is_closed:
+            return
+        if self.session.send_expects_json:
             self.session.send_jsonified(",".join(messages))
+        else:
+            for message in messages:
+                self.session.send_message(message)
 
     def transport_backlog(self) -> int:
         """Bytes handed to this session but not yet written to the socket: messages waiting
@@ -229,9 +235,7 @@ class _OriginPolicy:
         self.allows_any = "*" in entries
         normalized = (_normalized_origin(entry) for entry in entries if entry != "*")
         self._allowed = frozenset(origin for origin in normalized if origin is not None)
-        self.frame_ancestors = (
-            None if self.allows_any else " ".join(["frame-ancestors 'self'", *sorted(self._allowed)])
-        )
+        self.frame_ancestors = None if self.allows_any else " ".join(["frame-ancestors 'self'", *sorted(self._allowed)])
         """CSP for the pages sockjs-client frames (iframe, htmlfile): they relay for whatever
         page embeds them, so only pages the policy allows may embed them."""
 
@@ -246,8 +250,9 @@ class _OriginPolicy:
 
 
 def _normalized_origin(value: str) -> str | None:
-    """``scheme://host[:port]`` in lower case without a default port, or None if ``value`` is
-    not an http(s) origin (``"null"`` from sandboxed pages and file URLs is not)."""
+    """``scheme://host[:port]`` in lower case without a default port (a trailing slash, common
+    in configuration, is dropped), or None if ``value`` is not an http(s) origin (``"null"``,
+    sent by sandboxed pages and file URLs, is not)."""
     try:
         parts = urlsplit(value.strip())
         port = parts.port
@@ -255,7 +260,7 @@ def _normalized_origin(value: str) -> str | None:
         return None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return None
-    if parts.path or parts.query or parts.fragment or parts.username is not None:
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username is not None:
         return None
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     default_port = 80 if parts.scheme == "http" else 443
@@ -269,9 +274,7 @@ class SockJSRouter(_LibraryRouter):
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            raise RuntimeError(
-                "build the SockJS router inside the running event loop (e.g. in async main())"
-            ) from None
+            raise RuntimeError("build the SockJS router inside the running event loop (e.g. in async main())") from None
         super().__init__(
             connection_class,
             settings.prefix,
@@ -305,9 +308,7 @@ class SockJSRouter(_LibraryRouter):
         return {name: count for name, count in self.stats.sess_transports.items() if count}
 
 
-def build_router(
-    connection_class: type[SockJSConnection], settings: SockJSSettings
-) -> SockJSRouter:
+def build_router(connection_class: type[SockJSConnection], settings: SockJSSettings) -> SockJSRouter:
     """The SockJS endpoint at ``settings.prefix``, serving ``connection_class`` sessions.
 
     Must be called inside the running event loop (RuntimeError otherwise): the router keeps
@@ -325,10 +326,7 @@ def vendor_urls(repo_root: str | os.PathLike[str] | None = None) -> list[URLSpec
     root = Path(repo_root) if repo_root is not None else Path(__file__).resolve().parent.parent
     dist = root / "node_modules" / "sockjs-client" / "dist"
     if not (dist / "sockjs.min.js").is_file():
-        raise VendorAssetMissingError(
-            f"{dist / 'sockjs.min.js'} not found: run `npm ci` in {root} to install "
-            "sockjs-client (pinned in package.json)"
-        )
+        raise VendorAssetMissingError(f"{dist / 'sockjs.min.js'} not found: run `npm ci` in {root} to install sockjs-client (pinned in package.json)")
     directory, _, filename = VENDOR_SOCKJS_URL.rpartition("/")
     pattern = f"{re.escape(directory)}/({re.escape(filename)}(?:\\.map)?)"
     return [URLSpec(pattern, StaticFileHandler, {"path": str(dist)})]
@@ -624,7 +622,8 @@ class _WebSocketFixes(SockJSWebSocketHandler):
 
     server: SockJSRouter
     pending_bytes = 0
-    """Bytes of frames written but not yet flushed to the socket (the outbox's backpressure)."""
+    """Size (in characters) of frames written but not yet flushed to the socket, for
+    `SockJSConnection.transport_backlog`."""
 
     def check_origin(self, origin: str) -> bool:
         """Our origin policy instead of the library's default of any origin. Tornado asks only
@@ -696,8 +695,7 @@ def _routes(router: SockJSRouter, settings: SockJSSettings) -> list[URLSpec]:
         "eventsource": _EventSource,
         "htmlfile": _HtmlFile,
     }
-    enabled = {name: handler for name, handler in receivers.items()
-               if name not in settings.disabled_transports}
+    enabled = {name: handler for name, handler in receivers.items() if name not in settings.disabled_transports}
     routes = [
         URLSpec(base + r"/?", _Greeting, deps),
         URLSpec(base + r"/info", _Info, deps),

@@ -20,11 +20,13 @@ from bson import ObjectId
 from realtime_app import jsoncodec
 from realtime_app.db import Database, Document, DuplicateKeyError, make_indexes, snapshot_find
 from realtime_app.errors import BadFilter, BadRequest, Conflict, FieldError, InvalidDocument, NotFound, PreconditionFailed
-from realtime_app.filters import Filter
+from realtime_app.filters import INT64_MAX, INT64_MIN, Filter
 from realtime_app.principal import Principal
 from realtime_app.resources import SERVER_FIELDS, Resource, Resources
 
 TENANT_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# ASCII digits only: str.isdigit() also accepts '²' and '٣', and int() of thousands of digits raises.
+SMALL_NATURAL = re.compile(r"^[0-9]{1,18}$")
 TIME_FIELDS = ("created_at", "updated_at")
 # Writes without If-Match retry a read-modify-write this many times before answering 409.
 MAX_WRITE_ATTEMPTS = 10
@@ -72,7 +74,7 @@ def parse_if_match(header: str | None) -> set[int] | None:
         tag = tag.strip()
         if tag.startswith("W/"):
             continue  # If-Match uses strong comparison: a weak tag never matches
-        if len(tag) < 3 or tag[0] != '"' or tag[-1] != '"' or not tag[1:-1].isdigit():
+        if len(tag) < 3 or tag[0] != '"' or tag[-1] != '"' or not SMALL_NATURAL.match(tag[1:-1]):
             raise BadRequest(f'If-Match must hold entity tags such as "3" (from ETag), got {tag[:40]!r}')
         versions.add(int(tag[1:-1]))
     return versions
@@ -111,7 +113,7 @@ class Page:
     def _parse_limit(limit: str | None, default: int, maximum: int) -> int:
         if limit is None or limit == "":
             return default
-        if not limit.isdigit() or not 1 <= int(limit) <= maximum:
+        if not SMALL_NATURAL.match(limit) or not 1 <= int(limit) <= maximum:
             raise BadRequest(f"limit must be an integer from 1 to {maximum}")
         return int(limit)
 
@@ -128,8 +130,10 @@ class Page:
             field, direction, value, oid = jsoncodec.loads(decoded, "cursor")
         except (BadRequest, ValueError, TypeError, binascii.Error):
             raise BadRequest("malformed cursor: pass back the 'next' value of the previous page unchanged") from None
-        if field != self.sort_field or direction != self.direction or not ObjectId.is_valid(oid):
+        if field != self.sort_field or direction != self.direction or not isinstance(oid, str) or not ObjectId.is_valid(oid):
             raise BadRequest("this cursor belongs to another sort order; start again without 'after'")
+        if not _is_cursor_value(value):
+            raise BadRequest("malformed cursor: pass back the 'next' value of the previous page unchanged")
         if field in TIME_FIELDS and isinstance(value, str):
             try:
                 value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -202,7 +206,7 @@ class DocumentStore:
         return Page(resource, filter_json=filter_json, sort=sort, limit=limit, after=after,
                     default_limit=self.default_limit, max_limit=self.max_limit, max_filter_depth=self.max_filter_depth)
 
-    async def list(self, principal: Principal, name: str, **params: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    async def list_page(self, principal: Principal, name: str, **params: str | None) -> tuple[list[dict[str, Any]], str | None]:
         resource = self.readable(principal, name)
         page = self.page(resource, **params)
         cursor = self.db.collection(name).find(page.query(self._scope(principal)), sort=page.mongo_sort, limit=page.limit + 1)
@@ -229,7 +233,7 @@ class DocumentStore:
         raw = await self.db.collection(resource.name).find_one({"_id": oid, **self._scope(principal)})
         if raw is None:
             raise NotFound(f"no {resource.name} document with id {oid}")
-        return raw  # type: ignore[no-any-return]
+        return raw
 
     async def create(self, principal: Principal, name: str, body: Any) -> dict[str, Any]:
         resource = self.writable(principal, name)
@@ -251,18 +255,25 @@ class DocumentStore:
         return to_api(raw)
 
     async def replace(self, principal: Principal, name: str, doc_id: str, body: Any, if_match: set[int] | None) -> dict[str, Any]:
+        self.writable(principal, name)
         fields = _require_object(body)
         _reject_server_fields(fields)
         return await self._update(principal, name, doc_id, if_match, lambda current: fields)
 
     async def patch(self, principal: Principal, name: str, doc_id: str, body: Any, if_match: set[int] | None) -> dict[str, Any]:
+        resource = self.writable(principal, name)
         patch = _require_object(body)
         _reject_server_fields(patch)
-        return await self._update(principal, name, doc_id, if_match, lambda current: merge_patch(current, patch))
+        resource.check_field_names(patch)
+        return await self._update(principal, name, doc_id, if_match, lambda current: merge_patch(current, patch), partial=True)
 
     async def _update(self, principal: Principal, name: str, doc_id: str, if_match: set[int] | None,
-                      new_fields: FieldsUpdate) -> dict[str, Any]:
-        """Read, compute, write guarded by the version read; lost races retry unless If-Match pinned one."""
+                      new_fields: FieldsUpdate, partial: bool = False) -> dict[str, Any]:
+        """Read, compute, write guarded by the version read; lost races retry unless If-Match pinned one.
+
+        A `partial` write sends only what changed ($set/$unset), so change streams report an
+        update; otherwise the document is replaced.
+        """
         resource = self.writable(principal, name)
         oid = parse_id(doc_id)
         collection = self.db.collection(name)
@@ -275,7 +286,11 @@ class DocumentStore:
                 **fields, "tenant": current["tenant"], "version": current["version"] + 1,
                 "created_at": current["created_at"], "updated_at": now(),
             }
-            result = await collection.replace_one({"_id": oid, "version": current["version"]}, replacement)
+            guard = {"_id": oid, "version": current["version"]}
+            if partial:
+                result = await collection.update_one(guard, _set_and_unset(client_fields(current), replacement))
+            else:
+                result = await collection.replace_one(guard, replacement)
             if result.matched_count:
                 replacement["_id"] = oid
                 return to_api(replacement)
@@ -296,6 +311,13 @@ class DocumentStore:
             raise NotFound(f"no {name} document with id {oid}")
 
 
+def _is_cursor_value(value: Any) -> bool:
+    """What cursor_for can write: a JSON scalar MongoDB can hold, never an operator object."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return INT64_MIN <= value <= INT64_MAX
+    return value is None or isinstance(value, (str, float, bool))
+
+
 def _require_object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
@@ -306,6 +328,15 @@ def _reject_server_fields(fields: dict[str, Any]) -> None:
     owned = [FieldError(name, "is set by the server and cannot be written") for name in SERVER_FIELDS if name in fields]
     if owned:
         raise InvalidDocument("the body names server-owned fields", owned)
+
+
+def _set_and_unset(current: dict[str, Any], replacement: dict[str, Any]) -> dict[str, Any]:
+    changed = {key: value for key, value in replacement.items() if key in SERVER_FIELDS or current.get(key, _MISSING) != value}
+    removed = {key: "" for key in current if key not in replacement}
+    return {"$set": changed, **({"$unset": removed} if removed else {})}
+
+
+_MISSING = object()
 
 
 def _check_precondition(if_match: set[int] | None, version: int) -> None:

@@ -53,22 +53,33 @@ def make_settings(mongo_uri: str, tmp_path: Path):
 
 
 @pytest.fixture
-def start_server(io_loop: IOLoop, make_settings, mongo_uri: str):
-    """Start servers with given settings; each is stopped and its database dropped afterwards."""
+def spawn_server(io_loop: IOLoop, make_settings, mongo_uri: str):
+    """`await spawn_server(**settings)` starts a server from inside a test; each is stopped
+    and its database dropped after the test."""
     started: list[Server] = []
 
-    def start(**overrides: object) -> Server:
+    async def spawn(**overrides: object) -> Server:
         server = Server(make_settings(**overrides))
-        io_loop.run_sync(server.start, timeout=60)
         started.append(server)
+        await server.start()
         return server
 
-    yield start
+    yield spawn
     for server in reversed(started):
         io_loop.run_sync(server.stop, timeout=60)
     with pymongo.MongoClient(mongo_uri) as client:
         for server in started:
             client.drop_database(server.settings.mongo_db)
+
+
+@pytest.fixture
+def start_server(io_loop: IOLoop, spawn_server):
+    """`start_server(**settings)` starts a server from a fixture (before the test's loop runs)."""
+
+    def start(**overrides: object) -> Server:
+        return io_loop.run_sync(lambda: spawn_server(**overrides), timeout=60)
+
+    return start
 
 
 @pytest.fixture

@@ -74,3 +74,52 @@ async def test_tenants_are_isolated_and_admins_see_all(api: ApiClient) -> None:
     finally:
         await mine.close()
         await admin.close()
+
+
+async def test_live_query_enter_and_leave(api: ApiClient) -> None:
+    token = api.token()
+    client = client_for(api)
+    try:
+        await client.connect()
+        view = await client.subscribe("services", {"status": "down"})
+        doc = (await api.post("/api/v1/services", {"name": "svc", "status": "up"}, token=token)).body
+        path = f"/api/v1/services/{doc['id']}"
+        await api.patch(path, {"status": "down"}, token=token)
+        await view.wait_for(lambda v: doc["id"] in v.docs)
+        await api.patch(path, {"status": "degraded"}, token=token)
+        await view.wait_for(lambda v: doc["id"] not in v.docs)
+        await api.delete(path, token=token)
+        marker = (await api.post("/api/v1/services", {"name": "marker", "status": "down"}, token=token)).body
+        await view.wait_for(lambda v: marker["id"] in v.docs)
+        assert [(c["id"], c["op"], c["cause"]) for c in view.changes] == [
+            (doc["id"], "added", "update"), (doc["id"], "removed", "update"), (marker["id"], "added", "insert"),
+        ]
+    finally:
+        await client.close()
+
+
+async def test_graceful_shutdown_says_goodbye(spawn_server) -> None:
+    server = await spawn_server(shutdown_reconnect_after_ms=1234)
+    api = ApiClient(server)
+    client = RealtimeClient(api.base, api.token(), reconnect=False)
+    await client.connect()
+    await server.stop()
+    goodbye = await client.next_frame("goodbye")
+    assert goodbye["code"] == 1001 and goodbye["reconnect_after_ms"] == 1234
+    closed = await client.next_frame("_closed")
+    assert closed["code"] == 1001
+    await client.close()
+
+
+async def test_two_processes_share_one_replica_set(spawn_server) -> None:
+    first = await spawn_server(mongo_db="shared_two_process")
+    second = await spawn_server(mongo_db="shared_two_process")
+    api_a, api_b = ApiClient(first), ApiClient(second)
+    subscriber = RealtimeClient(api_b.base, api_b.token())
+    try:
+        await subscriber.connect()
+        view = await subscriber.subscribe("services")
+        created = (await api_a.post("/api/v1/services", {"name": "via-a", "status": "up"}, token=api_a.token())).body
+        await view.wait_for(lambda v: created["id"] in v.docs)
+    finally:
+        await subscriber.close()
