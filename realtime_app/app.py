@@ -12,7 +12,8 @@ from tornado import httpserver, web
 import handlers.auth
 import handlers.documents
 import handlers.meta
-from handlers.base import NotFoundHandler
+import handlers.stats
+from handlers.base import NotFoundHandler, request_logger
 from realtime_app import demo
 from realtime_app.auth import AuthService, LoginLimiter, TokenService, UserStore
 from realtime_app.config import Settings
@@ -22,6 +23,7 @@ from realtime_app.embedded_mongo import EmbeddedMongo, find_mongod
 from realtime_app.realtime import Realtime
 from realtime_app.resources import Resources, default_resources
 from realtime_app.sockjs_compat import vendor_urls
+from realtime_app.stats import Stats
 from realtime_app.store import DocumentStore
 
 log = logging.getLogger(__name__)
@@ -36,11 +38,12 @@ class StartupError(RuntimeError):
     """Start-up cannot go on; the message tells the operator what to fix."""
 
 
-def make_app(context: Context, realtime_urls: list[Any]) -> web.Application:
+def make_app(context: Context, realtime_urls: list[Any], stats: Stats) -> web.Application:
     urls: list[Any] = [
         *realtime_urls,
         *vendor_urls(REPO_ROOT),
         *handlers.meta.urls(context),
+        *handlers.stats.urls(context, stats),
         *handlers.auth.urls(context),
         *handlers.documents.urls(context),
     ]
@@ -53,6 +56,7 @@ def make_app(context: Context, realtime_urls: list[Any]) -> web.Application:
         default_handler_class=NotFoundHandler,
         default_handler_args={"context": context},
         compress_response=False,
+        log_function=request_logger(stats),
     )
 
 
@@ -70,6 +74,7 @@ class Server:
         self.http: httpserver.HTTPServer | None = None
         self.context: Context | None = None
         self.realtime: Realtime | None = None
+        self.stats: Stats | None = None
         self.port = settings.port
 
     async def start(self) -> None:
@@ -109,7 +114,9 @@ class Server:
         self.context = Context(settings, self.db, resources, store, tokens, auth)
         self.realtime = Realtime(self.context)
         await self.realtime.start()
-        self.http = httpserver.HTTPServer(make_app(self.context, self.realtime.urls), xheaders=False)
+        self.stats = Stats(self.context, self.realtime)
+        self.stats.start()
+        self.http = httpserver.HTTPServer(make_app(self.context, self.realtime.urls, self.stats), xheaders=False)
         sockets = self.http_sockets()
         self.http.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]
@@ -156,6 +163,9 @@ class Server:
         """Idempotent; safe after a start-up that failed half way."""
         if self.http is not None:
             self.http.stop()
+        if self.stats is not None:
+            self.stats.stop()
+            self.stats = None
         if self.realtime is not None:
             await self.realtime.stop()
             self.realtime = None

@@ -229,11 +229,14 @@ class ChangeFeed(Feed):
             return False
         collection = change.get("ns", {}).get("coll")
         if operation in ("drop", "rename"):
-            log.warning("collection %s: %s; resyncing its subscriptions", collection, operation)
+            log.warning("collection %s: %s; recreating it and resyncing its subscriptions", collection, operation)
+            await self.store.prepare([collection])
             self.on_resync([collection])
             return False
         if operation in ("dropDatabase", "invalidate"):
             log.warning("change stream %s; resyncing all subscriptions", operation)
+            if operation == "dropDatabase":
+                await self.store.prepare()
             self.on_resync(None)
             return operation == "invalidate"
         return False

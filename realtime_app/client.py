@@ -279,6 +279,8 @@ class RealtimeClient:
             self.closed = closed
         except Exception as exc:  # network errors of any kind end this session
             self.closed = ConnectionClosed(1006, f"{type(exc).__name__}: {exc}")
+        finally:
+            await transport.close()
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(self.closed)
             self._ready.exception()  # connect() may not be waiting: do not warn about it

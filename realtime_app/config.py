@@ -64,6 +64,7 @@ class Settings:
     sockjs_disconnect_delay_s: float = _opt(5.0, "how long a polling session waits for the next poll before it ends")
     sockjs_heartbeat_s: float = _opt(25.0, "SockJS heartbeat interval, keeping proxies from closing idle sockets")
     shutdown_reconnect_after_ms: int = _opt(2000, "in the goodbye frame on shutdown: when clients should reconnect")
+    metrics_public: bool = _opt(False, "serve /metrics without an admin token (for a Prometheus on a trusted network)")
     demo: bool = _opt(False, "create demo users and documents in an empty database; generate a JWT key")
     log_format: str = _opt("text", "text or json (one JSON object per line)")
     log_level: str = _opt("INFO", "DEBUG, INFO, WARNING or ERROR")

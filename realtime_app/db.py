@@ -89,15 +89,27 @@ def make_indexes(sortable: list[str]) -> list[list[tuple[str, int]]]:
 
 
 async def snapshot_find(collection: Collection, query: dict[str, Any], limit: int, snapshot: bool = True) -> tuple[list[Document], Any]:
-    """Documents matching `query` read at one cluster time, and that time.
+    """Documents matching `query` read at one point in history, and that cluster time.
 
-    With `snapshot` (replica sets) every batch is read at the same point in history, so a
-    change stream can tell which of its events the result already reflects.
+    With `snapshot` (replica sets) every batch is read at the time the server reports as the
+    cursor's atClusterTime, so a change stream can tell which of its events the result already
+    reflects. Without it (standalone servers) the time is None.
     """
-    client = collection.database.client
-    async with await client.start_session(snapshot=snapshot, causal_consistency=not snapshot) as session:
-        docs = await collection.find(query, session=session, sort=[("_id", ASCENDING)], limit=limit).to_list(length=None)
-        return docs, session.operation_time
+    if not snapshot:
+        return await collection.find(query, sort=[("_id", ASCENDING)], limit=limit).to_list(length=None), None
+    database = collection.database
+    reply = await database.command(
+        "find", collection.name, filter=query, sort={"_id": 1}, limit=limit, batchSize=limit,
+        readConcern={"level": "snapshot"},
+    )
+    cursor = reply["cursor"]
+    docs: list[Document] = list(cursor["firstBatch"])
+    at = cursor["atClusterTime"]
+    while cursor["id"]:
+        reply = await database.command("getMore", cursor["id"], collection=collection.name)
+        cursor = reply["cursor"]
+        docs.extend(cursor["nextBatch"])
+    return docs, at
 
 
 async def cluster_time(db: Database) -> Any:

@@ -90,6 +90,8 @@ class EmbeddedMongo:
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.data_dir / "mongod.log"
+        # The log is appended to across runs (and by a rival mongod on the same folder): only what follows is ours.
+        log_start = log_path.stat().st_size if log_path.is_file() else 0
         replication = ["--replSet", self.replica_set] if self.replica_set else []
         command = [
             self.binary, *replication, "--bind_ip", self.host, "--port", str(self.port),
@@ -102,19 +104,19 @@ class EmbeddedMongo:
             preexec_fn=_die_with_parent,
         )
         try:
-            self._wait_until_primary(log_path)
+            self._wait_until_primary(log_path, log_start)
         except BaseException:
             self.stop()
             raise
 
-    def _wait_until_primary(self, log_path: Path) -> None:
+    def _wait_until_primary(self, log_path: Path, log_start: int) -> None:
         deadline = time.monotonic() + PRIMARY_TIMEOUT_S
         client: pymongo.MongoClient = pymongo.MongoClient(
             self.host, self.port, directConnection=True, serverSelectionTimeoutMS=500,
         )
         try:
             while time.monotonic() < deadline:
-                self._raise_if_exited(log_path)
+                self._raise_if_exited(log_path, log_start)
                 try:
                     if self.replica_set is None:
                         client.admin.command("ping")
@@ -142,7 +144,8 @@ class EmbeddedMongo:
                 return False
             raise
         if status.get("myState") == 1:
-            return True
+            # PRIMARY still refuses writes ("not primary") until it leaves drain mode.
+            return bool(client.admin.command("hello").get("isWritablePrimary"))
         if status.get("myState") == 10:  # REMOVED: same cause as above
             self._reconfigure(client, member)
         return False
@@ -156,30 +159,34 @@ class EmbeddedMongo:
         config["version"] = int(config.get("version", 1)) + 1
         client.admin.command("replSetReconfig", config, force=True)
 
-    def _raise_if_exited(self, log_path: Path) -> None:
+    def _raise_if_exited(self, log_path: Path, log_start: int) -> None:
         assert self.process is not None
         if self.process.poll() is None:
             return
         stderr = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
-        tail = ""
+        written = ""
         if log_path.is_file():
-            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-5:])
+            with log_path.open("rb") as log_file:
+                log_file.seek(log_start)
+                written = log_file.read().decode(errors="replace")
+        tail = "\n".join(written.splitlines()[-5:])
         hint = ""
-        if "DBPathInUse" in tail or "DBPathInUse" in stderr:
+        if "DBPathInUse" in written or "DBPathInUse" in stderr:
             hint = f" (another mongod already uses {self.data_dir}; stop it or choose another --data-dir)"
         raise RuntimeError(f"mongod exited with code {self.process.returncode}{hint}\n{stderr}{tail}")
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM (a clean shutdown), then SIGKILL if it does not exit in time."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
+        if process is None:
             return
-        log.info("stopping mongod (pid %s)", process.pid)
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process.poll() is None:
+            log.info("stopping mongod (pid %s)", process.pid)
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
         if process.stderr:
             process.stderr.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,18 +106,23 @@ class Outbox:
             self._schedule(BLOCKED_RECHECK_S)
             return
         messages = []
+        oldest_change: float | None = None  # wall time of the batch's first change: its delivery latency is the batch's worst
         for item in self._queue.values():
             if isinstance(item, str):
                 messages.append('"' + item + '"')
             else:
                 op = item.op
                 if op is not None:
+                    if oldest_change is None:
+                        oldest_change = item.event.wall_time
                     messages.append('"' + item.sub_head + item.event.escaped_tail(op, item.position) + '"')
         self._queue.clear()
         if messages:
             self.frames_out += len(messages)
             self.bytes_out += sum(map(len, messages))
             self._write(messages)
+            if oldest_change is not None and self._stats is not None:
+                self._stats.delivery_latency.observe(max(time.time() - oldest_change, 0.0))
 
     def discard(self, predicate: Callable[[Any], bool]) -> None:
         """Drop queued changes of subscriptions that went away."""

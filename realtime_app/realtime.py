@@ -6,7 +6,7 @@ import asyncio
 import logging
 import socket
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from realtime_app import __version__
@@ -15,6 +15,7 @@ from realtime_app.config import Settings
 from realtime_app.hub import Hub
 from realtime_app.pollfeed import POLL_INTERVAL_S, PollingFeed
 from realtime_app.sockjs_compat import SockJSRouter, SockJSSettings, build_router
+from realtime_app.stats import Histogram
 
 if TYPE_CHECKING:
     from realtime_app.connection import RealtimeConnection
@@ -38,6 +39,7 @@ class RealtimeCounters:
     oversized_frames: int = 0
     auth_failures: int = 0
     connections_refused: int = 0
+    delivery_latency: Histogram = field(default_factory=Histogram)
 
 
 class Realtime:

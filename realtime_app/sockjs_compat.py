@@ -9,7 +9,8 @@ the library as it is and subclasses its handlers, connection and router to close
   on the next poll (the library overran Content-Length and the next poll hung);
 - HTTP/1.0 streaming responses end by closing the connection, even when the client asked for
   keep-alive (there is no chunked encoding to end them otherwise);
-- streaming transports send heartbeats (the library only did for websocket and polling);
+- streaming transports send heartbeats (the library only did for websocket and polling), and
+  write messages queued before a close ahead of the close frame (the library wrote it first);
 - origins: same-origin plus a configured allow-list, for websockets, CORS and the iframe pages;
 - a websocket that went away while being written to no longer logs unhandled errors;
 - the iframe page loads our own copy of sockjs-client, served by `vendor_urls`.
@@ -447,6 +448,16 @@ class _PollingFixes(_CrossOriginFixes, PollingTransportBase):
 
 
 class _StreamingFixes(_CrossOriginFixes, StreamingTransportBase):
+    def send_pack(self, message: str, binary: bool = False) -> None:
+        """Write what the session queued before a close frame. A message sent while a write is
+        in flight waits in the session's queue, but the library writes the close frame at once:
+        the client got ``c[...]`` first and the message (a goodbye, say) never."""
+        session = self.session
+        if message.startswith("c[") and session is not None and session.send_queue:
+            queued, session.send_queue = session.send_queue, ""
+            super().send_pack(f"a[{queued}]", binary)
+        super().send_pack(message, binary)
+
     def attached(self) -> None:
         """Start heartbeats once the session is attached (the library never does for streaming
         transports, so proxies with idle timeouts cut quiet sessions)."""
@@ -510,7 +521,19 @@ class _EventSource(_StreamingFixes, EventSourceTransport):
         self.attached()
 
 
-class _HtmlFile(_StreamingFixes, HtmlFileTransport):
+class _ScriptSafeHtmlFile(HtmlFileTransport):
+    """htmlfile frames that cannot break out of their ``<script>`` (see `_script_safe_json`)."""
+
+    def send_pack(self, message: str, binary: bool = False) -> None:
+        if binary:
+            raise ValueError("the htmlfile transport carries text frames only")
+        self.active = False
+        self.notify_sent(len(message))
+        self.write(f"<script>\np({_script_safe_json(message)});\n</script>\r\n")
+        self.flush().add_done_callback(self.send_complete)
+
+
+class _HtmlFile(_StreamingFixes, _ScriptSafeHtmlFile):
     """htmlfile with the callback name kept as sent (the library stripped ``[\\W_]`` from it,
     so ``_jp.a1b2c3`` named nothing) and checked, and with script-safe frames."""
 
@@ -546,14 +569,6 @@ class _HtmlFile(_StreamingFixes, HtmlFileTransport):
     def on_connection_close(self) -> None:
         super().on_connection_close()
         self.response_over.set()
-
-    def send_pack(self, message: str, binary: bool = False) -> None:
-        if binary:
-            raise ValueError("the htmlfile transport carries text frames only")
-        self.active = False
-        self.notify_sent(len(message))
-        self.write(f"<script>\np({_script_safe_json(message)});\n</script>\r\n")
-        self.flush().add_done_callback(self.send_complete)
 
 
 class _SendHandler(_CrossOriginFixes, PollingTransportBase):

@@ -182,9 +182,11 @@ class DocumentStore:
         self.max_limit = max_limit
         self.max_filter_depth = max_filter_depth
 
-    async def prepare(self) -> None:
+    async def prepare(self, names: list[str] | None = None) -> None:
+        """Create the served collections (all, or `names`) with change images and indexes."""
         for resource in self.resources:
-            await self.db.prepare_collection(resource.name, make_indexes(list(resource.sortable)))
+            if names is None or resource.name in names:
+                await self.db.prepare_collection(resource.name, make_indexes(list(resource.sortable)))
 
     def readable(self, principal: Principal, name: str) -> Resource:
         resource = self.resources.get(name)

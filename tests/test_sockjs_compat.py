@@ -1,0 +1,588 @@
+"""realtime_app.sockjs_compat over real HTTP and websockets, against a server on a free port.
+
+Every test also fails if anything was logged at ERROR or above (access-log lines aside): the
+fixes are about failures the library used to log, or worse, hid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import logging
+import os
+import socket
+import struct
+import subprocess
+import sys
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
+from tornado.httputil import HTTPHeaders
+from tornado.ioloop import IOLoop, PeriodicCallback
+from tornado.iostream import IOStream
+from tornado.tcpclient import TCPClient
+from tornado.websocket import WebSocketClientConnection, websocket_connect
+
+from realtime_app.sockjs_compat import (
+    ConnectionInfo,
+    SockJSConnection,
+    SockJSRouter,
+    SockJSSettings,
+    VendorAssetMissingError,
+    build_router,
+    vendor_urls,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+WAIT = 5.0  # seconds to wait for any one expected frame before failing
+SESSION = "/000/s1"
+CLOSE_FRAME = 'c[3000,"Go away!"]'
+
+
+class Echo(SockJSConnection):
+    def on_message(self, message: str) -> None:
+        self.send(message)
+
+
+class Close(SockJSConnection):
+    def on_open(self, info: ConnectionInfo) -> None:
+        self.close(3000, "Go away!")
+
+
+class ErrorRecords(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def no_errors_logged() -> Iterator[None]:
+    """Fail the test if anything logged an error, up to and including loop shutdown."""
+    errors = ErrorRecords()
+    logging.getLogger().addHandler(errors)
+    try:
+        yield
+        gc.collect()  # "exception was never retrieved" is logged when the future is collected
+    finally:
+        logging.getLogger().removeHandler(errors)
+    unexpected = [r for r in errors.records if r.name != "tornado.access"]
+    assert not unexpected, [f"{r.name}: {r.getMessage()}" for r in unexpected]
+
+
+@dataclass
+class Served:
+    port: int
+    routers: dict[str, SockJSRouter]
+    http: AsyncHTTPClient = field(default_factory=lambda: AsyncHTTPClient(force_instance=True))
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def fetch(self, path: str, method: str = "GET", body: str | bytes | None = None, **headers: str) -> HTTPResponse:
+        if method == "POST" and body is None:
+            body = b""
+        request = HTTPRequest(self.base + path, method=method, body=body, headers=headers, allow_nonstandard_methods=True)
+        return await self.http.fetch(request, raise_error=False)
+
+    async def websocket(self, path: str, **headers: str) -> WebSocketClientConnection:
+        url = f"ws://127.0.0.1:{self.port}{path}"
+        return await websocket_connect(HTTPRequest(url, headers=headers))
+
+
+@asynccontextmanager
+async def serve(**endpoints: tuple[type[SockJSConnection], dict[str, Any]]) -> AsyncIterator[Served]:
+    """A server with one SockJS endpoint per keyword (prefix "/name"), plus the vendor route."""
+    routers = {name: build_router(connection_class, SockJSSettings(prefix=f"/{name}", **options)) for name, (connection_class, options) in endpoints.items()}
+    urls = [url for router in routers.values() for url in router.urls] + vendor_urls()
+    sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
+    server = tornado.httpserver.HTTPServer(tornado.web.Application(urls))
+    server.add_sockets(sockets)
+    served = Served(sockets[0].getsockname()[1], routers)
+    try:
+        yield served
+    finally:
+        served.http.close()
+        server.stop()
+        await server.close_all_connections()
+
+
+def echo_and_close(**options: Any) -> dict[str, tuple[type[SockJSConnection], dict[str, Any]]]:
+    return {"echo": (Echo, options), "close": (Close, options)}
+
+
+class RawHttp:
+    """One HTTP exchange on a plain TCP stream, read as it arrives."""
+
+    def __init__(self, stream: IOStream, status: int, headers: HTTPHeaders) -> None:
+        self.stream, self.status, self.headers = stream, status, headers
+
+    @classmethod
+    async def open(cls, port: int, method: str, path: str, version: str = "HTTP/1.1", **headers: str) -> RawHttp:
+        stream = await TCPClient().connect("127.0.0.1", port)
+        lines = [f"{method} {path} {version}", f"Host: 127.0.0.1:{port}", "Content-Length: 0", *(f"{k}: {v}" for k, v in headers.items())]
+        await stream.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        head = (await asyncio.wait_for(stream.read_until(b"\r\n\r\n"), WAIT)).decode("latin1")
+        status_line, _, header_block = head.partition("\r\n")
+        return cls(stream, int(status_line.split()[1]), HTTPHeaders.parse(header_block))
+
+    async def chunk(self) -> str:
+        """Next chunk of a chunked body ("" at its end)."""
+        size = int(await asyncio.wait_for(self.stream.read_until(b"\r\n"), WAIT), 16)
+        data = await asyncio.wait_for(self.stream.read_bytes(size + 2), WAIT)
+        return data[:-2].decode()
+
+    async def until_closed(self) -> str:
+        return (await asyncio.wait_for(self.stream.read_until_close(), WAIT)).decode()
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+async def ws_frames(conn: WebSocketClientConnection, count: int) -> list[str | bytes | None]:
+    return [await asyncio.wait_for(conn.read_message(), WAIT) for _ in range(count)]
+
+
+async def ws_close(conn: WebSocketClientConnection) -> None:
+    """Close and wait for the server's answer, so nothing is left open on the loop."""
+    conn.close()
+    while await asyncio.wait_for(conn.read_message(), WAIT) is not None:
+        pass
+
+
+# Settings and mounting
+
+
+def test_settings_are_validated() -> None:
+    for bad in (
+        {"prefix": "realtime"},
+        {"prefix": "/realtime/"},
+        {"sockjs_url": "javascript:x"},
+        {"allowed_origins": ["https://a.example/path"]},
+        {"allowed_origins": "https://a.example"},
+        {"disabled_transports": ["carrier-pigeon"]},
+        {"heartbeat_delay": 0},
+    ):
+        with pytest.raises(ValueError):
+            SockJSSettings(**bad)
+    SockJSSettings(allowed_origins=["*", "https://A.example:443", "http://[::1]:8080", "https://b.example/"])
+
+
+def test_router_needs_the_running_loop() -> None:
+    with pytest.raises(RuntimeError, match="running event loop"):
+        build_router(Echo, SockJSSettings())
+
+
+def test_vendor_urls_explain_a_missing_npm_install(tmp_path: Path) -> None:
+    with pytest.raises(VendorAssetMissingError, match="npm ci"):
+        vendor_urls(tmp_path)
+
+
+# Static endpoints
+
+
+async def test_greeting_and_info(io_loop: IOLoop) -> None:
+    async with serve(echo=(Echo, {}), nows=(Echo, {"disabled_transports": ["websocket"]})) as s:
+        for path in ("/echo", "/echo/"):
+            r = await s.fetch(path)
+            assert (r.code, r.body, r.headers["Content-Type"]) == (200, b"Welcome to SockJS!\n", "text/plain; charset=UTF-8")
+        for path in ("/echo//", "/echo/a", "/echo/a.html", "/echo/a/a/"):
+            assert (await s.fetch(path)).code == 404
+        r = await s.fetch("/echo/info")
+        info = json.loads(r.body)
+        assert (info["websocket"], info["cookie_needed"], info["origins"]) == (True, False, ["*:*"])
+        assert r.headers["Content-Type"] == "application/json; charset=UTF-8"
+        assert r.headers["Cache-Control"] == "no-store, no-cache, must-revalidate, max-age=0"
+        assert "Set-Cookie" not in r.headers and "Access-Control-Allow-Origin" not in r.headers
+        assert json.loads((await s.fetch("/nows/info")).body)["websocket"] is False
+        assert (await s.fetch("/nows/websocket")).code == 404
+
+
+async def test_iframe_page_loads_our_client_and_is_cacheable(io_loop: IOLoop) -> None:
+    async with serve(echo=(Echo, {}), open=(Echo, {"allowed_origins": ["*"]})) as s:
+        r = await s.fetch("/echo/iframe.html")
+        assert r.code == 200 and r.headers["Content-Type"] == "text/html; charset=UTF-8"
+        assert b'<script src="/vendor/sockjs.min.js"></script>' in r.body
+        assert "public" in r.headers["Cache-Control"] and "max-age=31536000" in r.headers["Cache-Control"]
+        assert r.headers["Expires"].endswith(" GMT") and r.headers["ETag"].startswith('"')
+        assert "Last-Modified" not in r.headers
+        assert r.headers["Content-Security-Policy"] == "frame-ancestors 'self'"
+        for variant in ("/echo/iframe-0.1.2.html", "/echo/iframe-a.html?t=1234"):
+            assert (await s.fetch(variant)).body == r.body
+        for invalid in ("/echo/iframe.htm", "/echo/IFRAME.HTML", "/echo/iframe-/.html"):
+            assert (await s.fetch(invalid)).code == 404
+        cached = await s.fetch("/echo/iframe.html", **{"If-None-Match": r.headers["ETag"]})
+        assert cached.code == 304 and not cached.body and "Content-Type" not in cached.headers
+        assert "Content-Security-Policy" not in (await s.fetch("/open/iframe.html")).headers
+        script = await s.fetch("/vendor/sockjs.min.js")
+        assert script.code == 200 and b"SockJS" in script.body
+
+
+# Echo on each transport
+
+
+async def test_websocket_echo_and_transport_count(io_loop: IOLoop) -> None:
+    opened: list[str] = []
+
+    class Recording(Echo):
+        def on_open(self, info: ConnectionInfo) -> None:
+            opened.append(self.transport)
+
+    async with serve(echo=(Recording, {})) as s:
+        ws = await s.websocket("/echo" + SESSION + "/websocket")
+        assert await ws_frames(ws, 1) == ["o"]
+        ws.write_message("")  # empty frames are ignored
+        ws.write_message('["a","b"]')
+        assert await ws_frames(ws, 2) == ['a["a"]', 'a["b"]']
+        assert opened == ["websocket"] and s.routers["echo"].sessions_by_transport() == {"websocket": 1}
+        await ws_close(ws)
+        raw = await s.websocket("/echo/websocket")
+        raw.write_message("plain text\uffff")
+        assert await ws_frames(raw, 1) == ["plain text\uffff"]
+        await ws_close(raw)
+        assert s.routers["echo"].sessions_by_transport() == {}
+
+
+async def test_xhr_polling_echo(io_loop: IOLoop) -> None:
+    async with serve(echo=(Echo, {})) as s:
+        url = "/echo" + SESSION
+        r = await s.fetch(url + "/xhr", "POST")
+        assert (r.code, r.body, r.headers["Content-Type"]) == (200, b"o\n", "application/javascript; charset=UTF-8")
+        assert r.headers["Cache-Control"] == "no-store, no-cache, must-revalidate, max-age=0"
+        sent = await s.fetch(url + "/xhr_send", "POST", '["x", "y"]')
+        assert (sent.code, sent.body, sent.headers["Content-Type"]) == (204, b"", "text/plain; charset=UTF-8")
+        assert (await s.fetch(url + "/xhr", "POST")).body == b'a["x","y"]\n'
+        assert (await s.fetch("/echo/000/nosuchsession/xhr_send", "POST", '["x"]')).code == 404
+        for bad, error in (
+            ("", b"Payload expected."),
+            ('["x', b"Broken JSON encoding."),
+            ("[1]", b"Broken JSON encoding."),
+            ('{"a":"b"}', b"Broken JSON encoding."),
+        ):
+            r = await s.fetch(url + "/xhr_send", "POST", bad)
+            assert (r.code, r.body) == (500, error)
+
+
+async def test_jsonp_polling_echo(io_loop: IOLoop) -> None:
+    async with serve(echo=(Echo, {})) as s:
+        url = "/echo" + SESSION
+        r = await s.fetch(url + "/jsonp?c=_jp.a1b2c3")
+        assert (r.code, r.body, r.headers["Content-Type"]) == (200, b'_jp.a1b2c3("o");\r\n', "application/javascript; charset=UTF-8")
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        sent = await s.fetch(url + "/jsonp_send", "POST", "d=%5B%22x%22%5D", **form)
+        assert (sent.code, sent.body) == (200, b"ok")
+        assert (await s.fetch(url + "/jsonp_send", "POST", '["%61bc"]', **{"Content-Type": "text/plain"})).body == b"ok"
+        assert (await s.fetch(url + "/jsonp?c=_jp.a1b2c3")).body == b'_jp.a1b2c3("a[\\"x\\",\\"%61bc\\"]");\r\n'
+        for bad in ("", "d=", "p=p"):
+            r = await s.fetch(url + "/jsonp_send", "POST", bad, **form)
+            assert (r.code, r.body) == (500, b"Payload expected.")
+
+
+async def test_xhr_streaming_echo(io_loop: IOLoop) -> None:
+    async with serve(echo=(Echo, {})) as s:
+        stream = await RawHttp.open(s.port, "POST", "/echo" + SESSION + "/xhr_streaming")
+        assert stream.headers["Transfer-Encoding"] == "chunked" and "Content-Length" not in stream.headers
+        assert [await stream.chunk(), await stream.chunk()] == ["h" * 2048 + "\n", "o\n"]
+        assert (await s.fetch("/echo" + SESSION + "/xhr_send", "POST", '["x"]')).code == 204
+        assert await stream.chunk() == 'a["x"]\n'
+        stream.close()
+
+
+async def test_eventsource_echo(io_loop: IOLoop) -> None:
+    async with serve(echo=(Echo, {})) as s:
+        stream = await RawHttp.open(s.port, "GET", "/echo" + SESSION + "/eventsource")
+        assert stream.headers["Content-Type"] == "text/event-stream; charset=UTF-8"
+        assert [await stream.chunk(), await stream.chunk()] == ["\r\n", "data: o\r\n\r\n"]
+        await s.fetch("/echo" + SESSION + "/xhr_send", "POST", r'["  \u0000\n"]')
+        assert await stream.chunk() == 'data: a["  \\u0000\\n"]\r\n\r\n'
+        stream.close()
+
+
+async def test_htmlfile_echo_keeps_the_callback_and_escapes_script(io_loop: IOLoop) -> None:
+    async with serve(echo=(Echo, {})) as s:
+        stream = await RawHttp.open(s.port, "GET", "/echo" + SESSION + "/htmlfile?c=_jp.a1b2c3")
+        assert stream.headers["Content-Type"] == "text/html; charset=UTF-8"
+        head = await stream.chunk()
+        assert "var c = parent._jp.a1b2c3;" in head and len(head) > 1024
+        assert await stream.chunk() == '<script>\np("o");\n</script>\r\n'
+        await s.fetch("/echo" + SESSION + "/xhr_send", "POST", '["</script><b>&"]')
+        frame = await stream.chunk()
+        assert frame == '<script>\np("a[\\"\\u003c/script\\u003e\\u003cb\\u003e\\u0026\\"]");\n</script>\r\n'
+        stream.close()
+
+
+async def test_unsafe_callbacks_are_refused(io_loop: IOLoop) -> None:
+    async with serve(echo=(Echo, {})) as s:
+        for transport in ("jsonp", "htmlfile"):
+            url = f"/echo{SESSION}/{transport}"
+            missing = await s.fetch(url)
+            assert (missing.code, missing.body) == (500, b'"callback" parameter required')
+            for bad in ("alert(1)//", "a%3Cb", "x" * 65, "a%0Ab", "a-b"):
+                r = await s.fetch(f"{url}?c={bad}")
+                assert r.code == 400 and r.headers["Content-Type"] == "text/plain; charset=UTF-8", (transport, bad)
+        assert s.routers["echo"].sessions_by_transport() == {}
+
+
+async def test_send_packed_and_transport_backlog(io_loop: IOLoop) -> None:
+    backlogs: list[tuple[int, int]] = []
+
+    class Packed(SockJSConnection):
+        def on_message(self, message: str) -> None:
+            before = self.transport_backlog()
+            self.send_packed(['{"n":1}', '"two"'])
+            backlogs.append((before, self.transport_backlog()))
+
+    async with serve(packed=(Packed, {})) as s:
+        ws = await s.websocket("/packed" + SESSION + "/websocket")
+        ws.write_message('["go"]')
+        assert await ws_frames(ws, 2) == ["o", 'a[{"n":1},"two"]']
+        await ws_close(ws)
+        raw = await s.websocket("/packed/websocket")
+        raw.write_message("go")
+        assert await ws_frames(raw, 2) == ['{"n":1}', '"two"']
+        await ws_close(raw)
+        await s.fetch("/packed/000/p1/xhr", "POST")
+        await s.fetch("/packed/000/p1/xhr_send", "POST", '["go"]')  # no poll waiting: the frame is queued
+        assert (await s.fetch("/packed/000/p1/xhr", "POST")).body == b'a[{"n":1},"two"]\n'
+    assert backlogs == [(0, len('a[{"n":1},"two"]')), (0, len('{"n":1}"two"')), (0, len('{"n":1},"two"'))]
+
+
+# Closing from on_open, and the close reason
+
+
+@pytest.mark.parametrize(
+    ("transport", "method", "framed"),
+    [("xhr", "POST", lambda frame: frame + "\n"), ("jsonp?c=cb", "GET", lambda frame: f"cb({json.dumps(frame)});\r\n")],
+)
+async def test_close_on_open_polling(io_loop: IOLoop, transport: str, method: str, framed: Callable[[str], str]) -> None:
+    async with serve(**echo_and_close()) as s:
+        bodies = [(await asyncio.wait_for(s.fetch(f"/close{SESSION}/{transport}", method), WAIT)).body.decode() for _ in range(3)]
+        assert bodies == [framed("o"), framed(CLOSE_FRAME), framed(CLOSE_FRAME)]
+
+
+@pytest.mark.parametrize(
+    ("transport", "method", "prelude", "frames"),
+    [
+        ("xhr_streaming", "POST", "h" * 2048 + "\n", ["o\n", CLOSE_FRAME + "\n"]),
+        ("eventsource", "GET", "\r\n", ["data: o\r\n\r\n", f"data: {CLOSE_FRAME}\r\n\r\n"]),
+        ("htmlfile?c=cb", "GET", "<!doctype html>", ['<script>\np("o");\n</script>\r\n', f"<script>\np({json.dumps(CLOSE_FRAME)});\n</script>\r\n"]),
+    ],
+)
+async def test_close_on_open_streaming(io_loop: IOLoop, transport: str, method: str, prelude: str, frames: list[str]) -> None:
+    async with serve(**echo_and_close()) as s:
+        stream = await RawHttp.open(s.port, method, f"/close{SESSION}/{transport}")
+        assert (await stream.chunk()).startswith(prelude)
+        assert [await stream.chunk() for _ in frames] == frames
+        assert await stream.chunk() == ""  # end of the response
+        stream.close()
+
+
+async def test_close_on_open_websocket(io_loop: IOLoop) -> None:
+    async with serve(**echo_and_close()) as s:
+        ws = await s.websocket("/close" + SESSION + "/websocket")
+        assert await ws_frames(ws, 3) == ["o", CLOSE_FRAME, None]
+        ws.close()
+
+
+class Goodbye(SockJSConnection):
+    def on_open(self, info: ConnectionInfo) -> None:
+        self.send("goodbye")
+        self.close(4001, "auth failed")
+
+
+async def test_messages_sent_before_close_arrive_before_the_close_frame(io_loop: IOLoop) -> None:
+    bye, close = 'a["goodbye"]', 'c[4001,"auth failed"]'
+    async with serve(bye=(Goodbye, {})) as s:
+        polls = [(await s.fetch("/bye/000/p1/xhr", "POST")).body.decode() for _ in range(3)]
+        assert polls == ["o\n", bye + "\n", close + "\n"]
+        stream = await RawHttp.open(s.port, "POST", "/bye/000/p2/xhr_streaming")
+        assert [await stream.chunk() for _ in range(5)] == ["h" * 2048 + "\n", "o\n", bye + "\n", close + "\n", ""]
+        stream.close()
+        html = await RawHttp.open(s.port, "GET", "/bye/000/p3/htmlfile?c=cb")
+        assert [await html.chunk() for _ in range(5)][2:] == [
+            f"<script>\np({json.dumps(bye)});\n</script>\r\n",
+            f"<script>\np({json.dumps(close)});\n</script>\r\n",
+            "",
+        ]
+        html.close()
+        ws = await s.websocket("/bye" + SESSION + "/websocket")
+        assert await ws_frames(ws, 4) == ["o", bye, close, None]
+        ws.close()
+
+
+async def test_close_reason_is_escaped(io_loop: IOLoop) -> None:
+    class Refuse(SockJSConnection):
+        def on_open(self, info: ConnectionInfo) -> None:
+            self.close(4001, 'bad "token" é')
+
+    async with serve(refuse=(Refuse, {})) as s:
+        await s.fetch("/refuse" + SESSION + "/xhr", "POST")
+        frame = (await s.fetch("/refuse" + SESSION + "/xhr", "POST")).body.decode()
+        assert frame[0] == "c" and json.loads(frame[1:]) == [4001, 'bad "token" é']
+
+
+# Origin policy
+
+
+async def test_websocket_origin_policy(io_loop: IOLoop) -> None:
+    endpoints = {"same": (Echo, {}), "listed": (Echo, {"allowed_origins": ["https://app.example/"]}), "any": (Echo, {"allowed_origins": ["*"]})}
+    async with serve(**endpoints) as s:
+        for prefix, origin, allowed in [
+            ("same", "https://evil.example", False),
+            ("same", "null", False),
+            ("same", f"http://127.0.0.1:{s.port}", True),
+            ("listed", "https://evil.example", False),
+            ("listed", "https://APP.example:443", True),
+            ("any", "https://evil.example", True),
+        ]:
+            for path in (f"/{prefix}{SESSION}/websocket", f"/{prefix}/websocket"):
+                if allowed:
+                    await ws_close(await s.websocket(path, Origin=origin))
+                else:
+                    with pytest.raises(HTTPClientError) as refused:
+                        await s.websocket(path, Origin=origin)
+                    assert refused.value.code == 403, (path, origin)
+
+
+async def test_cors_origin_policy(io_loop: IOLoop) -> None:
+    async with serve(same=(Echo, {}), listed=(Echo, {"allowed_origins": ["https://app.example"]}), any=(Echo, {"allowed_origins": ["*"]})) as s:
+        foreign = {"Origin": "https://evil.example"}
+        for path, method in (
+            (f"/same{SESSION}/xhr", "POST"),
+            ("/same/info", "GET"),
+            (f"/same{SESSION}/xhr", "OPTIONS"),
+            (f"/listed{SESSION}/eventsource", "GET"),
+        ):
+            r = await s.fetch(path, method, **foreign)
+            assert r.code == 403 and "Access-Control-Allow-Origin" not in r.headers, path
+        assert s.routers["same"].sessions_by_transport() == {}
+
+        same = await s.fetch("/same/info", Origin=f"http://127.0.0.1:{s.port}")
+        assert same.code == 200 and same.headers["Access-Control-Allow-Origin"] == f"http://127.0.0.1:{s.port}"
+        preflight = await s.fetch(f"/listed{SESSION}/xhr_send", "OPTIONS", Origin="https://app.example", **{"Access-Control-Request-Headers": "a, b"})
+        assert preflight.code == 204
+        assert (preflight.headers["Access-Control-Allow-Origin"], preflight.headers["Access-Control-Allow-Credentials"]) == ("https://app.example", "true")
+        assert (preflight.headers["Access-Control-Allow-Methods"], preflight.headers["Access-Control-Allow-Headers"]) == ("OPTIONS, POST", "a, b")
+        assert int(preflight.headers["Access-Control-Max-Age"]) > 1_000_000 and "Origin" in preflight.headers["Vary"]
+
+        assert (await s.fetch(f"/any{SESSION}/xhr", "POST", **foreign)).headers["Access-Control-Allow-Origin"] == "https://evil.example"
+        assert (await s.fetch("/any/info", Origin="null")).headers["Access-Control-Allow-Origin"] == "*"
+        assert (await s.fetch("/any/info")).headers["Access-Control-Allow-Origin"] == "*"
+
+
+# HTTP/1.0, heartbeats, cookies, broken input
+
+
+async def test_http10_streaming_ends_with_the_connection(io_loop: IOLoop) -> None:
+    async with serve(**echo_and_close()) as s:
+        for session, keep_alive in (("/000/k1", {"Connection": "Keep-Alive"}), ("/000/k2", {})):
+            response = await RawHttp.open(s.port, "POST", f"/close{session}/xhr_streaming", "HTTP/1.0", **keep_alive)
+            assert response.status == 200
+            assert "Transfer-Encoding" not in response.headers and "Content-Length" not in response.headers
+            assert await response.until_closed() == "h" * 2048 + "\n" + "o\n" + CLOSE_FRAME + "\n"
+        greeting = await RawHttp.open(s.port, "GET", "/echo", "HTTP/1.0", Connection="Keep-Alive")
+        assert greeting.headers["Content-Length"] == "19" and "Transfer-Encoding" not in greeting.headers
+        greeting.close()
+
+
+async def test_streaming_transports_send_heartbeats(io_loop: IOLoop) -> None:
+    async with serve(echo=(Echo, {"heartbeat_delay": 0.1})) as s:
+        stream = await RawHttp.open(s.port, "POST", "/echo" + SESSION + "/xhr_streaming")
+        assert [await stream.chunk() for _ in range(3)] == ["h" * 2048 + "\n", "o\n", "h\n"]
+        stream.close()
+
+
+async def test_jsessionid_cookie(io_loop: IOLoop) -> None:
+    async with serve(echo=(Echo, {"jsessionid": True}), plain=(Echo, {})) as s:
+        r = await s.fetch("/echo/000/c1/xhr", "POST")
+        assert r.headers["Set-Cookie"] == "JSESSIONID=dummy; Path=/"
+        assert (await s.fetch("/echo/000/c2/xhr", "POST", Cookie="JSESSIONID=abc-123")).headers["Set-Cookie"] == "JSESSIONID=abc-123; Path=/"
+        odd = await s.fetch("/echo/000/c3/xhr", "POST", Cookie='JSESSIONID="a b"')
+        assert (odd.code, odd.headers["Set-Cookie"]) == (200, "JSESSIONID=dummy; Path=/")
+        assert "Set-Cookie" not in (await s.fetch("/echo/info")).headers
+        assert "Set-Cookie" not in (await s.fetch("/plain/000/c4/xhr", "POST")).headers
+        assert json.loads((await s.fetch("/echo/info")).body)["cookie_needed"] is True
+
+
+async def test_websocket_protocol_errors(io_loop: IOLoop) -> None:
+    async with serve(echo=(Echo, {})) as s:
+        r = await s.fetch("/echo" + SESSION + "/websocket", "POST")
+        assert (r.code, r.body, r.headers.get("Content-Type"), r.headers["Allow"]) == (405, b"", None, "GET")
+        r = await s.fetch("/echo" + SESSION + "/websocket")
+        assert r.code == 400 and b'Can "Upgrade" only to "WebSocket".' in r.body
+        ws = await s.websocket("/echo" + SESSION + "/websocket")
+        assert await ws_frames(ws, 1) == ["o"]
+        ws.write_message('["a')  # malformed: the server drops the connection
+        assert await ws_frames(ws, 1) == [None]
+        ws.close()
+
+
+async def test_websocket_client_gone_while_server_sends(io_loop: IOLoop) -> None:
+    closed = asyncio.Event()
+
+    class Flood(SockJSConnection):
+        def on_open(self, info: ConnectionInfo) -> None:
+            self.ticker = PeriodicCallback(lambda: self.send("x" * 65536), 1)
+            self.ticker.start()
+
+        def on_close(self) -> None:
+            self.ticker.stop()
+            closed.set()
+
+    async with serve(flood=(Flood, {})) as s:
+        stream = await RawHttp.open(
+            s.port,
+            "GET",
+            "/flood" + SESSION + "/websocket",
+            Upgrade="websocket",
+            Connection="Upgrade",
+            **{"Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13"},
+        )
+        assert stream.status == 101
+        await asyncio.wait_for(stream.stream.read_bytes(64 * 1024), WAIT)  # the flood is on
+        await asyncio.sleep(0.3)  # not reading: socket buffers fill, the server's writes pend
+        assert stream.stream.socket is not None
+        stream.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        stream.close()  # reset, mid-flood
+        await asyncio.wait_for(closed.wait(), WAIT)
+        await asyncio.sleep(0.05)  # writes already queued fail now
+        assert s.routers["flood"].sessions_by_transport() == {}
+
+
+# The test server script
+
+
+def test_sockjs_test_server_script() -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, str(ROOT / "scripts" / "sockjs-test-server"), "--port", "0", "--log-level", "WARNING"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as server:
+        try:
+            assert server.stdout is not None
+            base = server.stdout.readline().split()[-1]
+            assert base.startswith("http://127.0.0.1:")
+
+            def get(path: str, method: str = "GET") -> bytes:
+                with urllib.request.urlopen(urllib.request.Request(base + path, data=b"" if method == "POST" else None), timeout=WAIT) as r:
+                    return bytes(r.read())
+
+            assert json.loads(get("/echo/info"))["websocket"] is True
+            assert json.loads(get("/disabled_websocket_echo/info"))["websocket"] is False
+            assert json.loads(get("/cookie_needed_echo/info"))["cookie_needed"] is True
+            assert [get("/close/000/s/xhr", "POST"), get("/close/000/s/xhr", "POST")] == [b"o\n", CLOSE_FRAME.encode() + b"\n"]
+            assert b"/vendor/sockjs.min.js" in get("/echo/iframe.html") and get("/vendor/sockjs.min.js")
+        finally:
+            server.terminate()
+        assert server.wait(WAIT) == 0
