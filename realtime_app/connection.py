@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,8 @@ MAX_CLIENT_ID_LENGTH = 64
 MAX_THROTTLE_MS = 60_000
 # Rate-limit violations tolerated (each answered with an error frame) before closing with 4008.
 RATE_LIMIT_STRIKES = 20
+# Retries of a snapshot while MongoDB is unreachable; the subscription stays and waits.
+SNAPSHOT_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 5.0)
 CLOSE_AUTH, CLOSE_FORBIDDEN, CLOSE_POLICY, CLOSE_SLOW, CLOSE_GOING_AWAY = 4001, 4003, 4008, 4009, 1001
 
 PROTOCOL_CODES = {"bad_request": "bad_frame", "precondition_failed": "bad_frame", "invalid_document": "bad_frame"}
@@ -265,29 +268,34 @@ class RealtimeConnection(SockJSConnection):
             self._load_snapshot(sub, recovered=False if since is not None else None)
 
     def _load_snapshot(self, sub: Subscription, recovered: bool | None) -> None:
+        """Read the query's result in the background; changes arriving meanwhile wait in its buffer."""
         sub.buffer = sub.buffer if sub.buffer is not None else []
-        task = asyncio.get_running_loop().create_task(self._read_snapshot(sub, recovered))
+        sub.generation += 1
+        task = asyncio.get_running_loop().create_task(self._read_snapshot(sub, sub.generation, recovered))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _read_snapshot(self, sub: Subscription, recovered: bool | None) -> None:
+    async def _read_snapshot(self, sub: Subscription, generation: int, recovered: bool | None) -> None:
         assert self.principal is not None
         realtime = self.realtime
         resource = realtime.context.resources.get(sub.collection)
-        try:
-            docs, position = await realtime.live_feed.snapshot(self.principal, resource, sub.query, realtime.settings.snapshot_max_docs)
-        except AppError as exc:
-            if self.subscriptions.get(sub.id) is sub:
-                self._remove(sub)
-                self._error(exc, sub.id)
-            return
-        except dbmod.PyMongoError as exc:
-            if self.subscriptions.get(sub.id) is sub:
-                self._remove(sub)
-                self._send({"type": "error", "code": "unavailable", "ref": sub.id,
-                            "message": f"the database is unavailable; subscribe again shortly ({dbmod.describe(exc)})"})
-            return
-        if self.subscriptions.get(sub.id) is not sub or self._closing:
+        for attempt in itertools.count():
+            try:
+                docs, position = await realtime.live_feed.snapshot(self.principal, resource, sub.query, realtime.settings.snapshot_max_docs)
+                break
+            except AppError as exc:
+                if self.subscriptions.get(sub.id) is sub:
+                    self._remove(sub)
+                    self._error(exc, sub.id)
+                return
+            except dbmod.PyMongoError as exc:
+                if attempt == 0:
+                    self._send({"type": "error", "code": "unavailable", "ref": sub.id,
+                                "message": f"the database is unavailable; the snapshot follows when it is back ({dbmod.describe(exc)})"})
+                await asyncio.sleep(SNAPSHOT_RETRY_DELAYS_S[min(attempt, len(SNAPSHOT_RETRY_DELAYS_S) - 1)])
+                if self.subscriptions.get(sub.id) is not sub or sub.generation != generation:
+                    return
+        if self.subscriptions.get(sub.id) is not sub or sub.generation != generation or self._closing:
             return
         frame: dict[str, Any] = {"type": "snapshot", "sub": sub.id, "docs": docs, "position": positions.to_wire(position)}
         if recovered is not None:

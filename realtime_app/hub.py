@@ -47,6 +47,7 @@ class Subscription:
         self.floor = 0  # changes at or before this position are already reflected client-side
         self.buffer: list[ChangeEvent] | None = []  # changes held while the snapshot is read
         self.index_tenant: str | None = None
+        self.generation = 0  # counts snapshot reads, so only the latest one is applied
         self._last_sent: dict[str, float] = {}
         self._held: dict[str, PendingChange] = {}
         self._release: dict[str, asyncio.TimerHandle] = {}
