@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import Any
+import re
+import secrets
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode
 
 from tornado import httputil, web
 
@@ -11,9 +16,20 @@ from realtime_app import jsoncodec
 from realtime_app.context import Context
 from realtime_app.db import describe, is_connection_error
 from realtime_app.errors import AppError, PayloadTooLarge, RateLimited, Unauthorized
+from realtime_app.logs import bind_request_id
 from realtime_app.principal import Principal
 
+if TYPE_CHECKING:
+    from realtime_app.stats import Stats
+
 log = logging.getLogger("realtime_app.http")
+access_log = logging.getLogger("realtime_app.access")
+
+REQUEST_ID_HEADER = "X-Request-Id"
+# A caller's (or a proxy's) request id is kept when it looks like one; anything else is replaced.
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+# Query arguments whose values access lines show; any other value could be personal or secret.
+LOGGED_QUERY_VALUES = frozenset({"limit", "sort"})
 
 PROBLEM_TYPE_BASE = "https://realtime-app.invalid/problems/"
 API_HEADERS = {
@@ -37,11 +53,18 @@ class APIHandler(web.RequestHandler):
         self._body_chunks: list[bytes] = []
         self._body_size = 0
 
+    @functools.cached_property
+    def request_id(self) -> str:
+        incoming = self.request.headers.get(REQUEST_ID_HEADER, "")
+        return incoming if _SANE_REQUEST_ID.fullmatch(incoming) else secrets.token_hex(8)
+
     def set_default_headers(self) -> None:
         for name, value in API_HEADERS.items():
             self.set_header(name, value)
+        self.set_header(REQUEST_ID_HEADER, self.request_id)
 
     async def prepare(self) -> None:
+        bind_request_id(self.request_id)
         limit = self.context.settings.max_body_bytes
         declared = self.request.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -107,13 +130,18 @@ class APIHandler(web.RequestHandler):
         self.finish(jsoncodec.dumps(problem))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        """Expected failures are answers, not crashes: no stack trace for them."""
+        """Expected failures are answers, not crashes: no stack trace for them. (Tornado's own
+        version would also log the query string whole.)"""
+        method, path = self.request.method, self.request.path
         if isinstance(value, AppError):
-            log.info("%s %s -> %s %s", self.request.method, self.request.path, value.status, value.detail)
+            log.info("%s %s -> %s %s", method, path, value.status, value.detail)
         elif value is not None and is_connection_error(value):
-            log.warning("%s %s -> 503 %s", self.request.method, self.request.path, describe(value))
+            log.warning("%s %s -> 503 %s", method, path, describe(value))
+        elif isinstance(value, web.HTTPError):
+            if detail := _http_error_detail(value):
+                log.info("%s %s -> %s %s", method, path, value.status_code, detail)
         else:
-            super().log_exception(typ, value, tb)
+            log.error("%s %s -> 500 unexpected error", method, path, exc_info=(typ, value, tb))
 
 
 def _http_error_detail(exc: BaseException | None) -> str:
@@ -128,4 +156,36 @@ class NotFoundHandler(APIHandler):
     public = True
 
     async def prepare(self) -> None:
+        await super().prepare()
         raise web.HTTPError(404, "no such endpoint: %s", self.request.path[:200])
+
+
+def loggable_target(request: httputil.HTTPServerRequest) -> str:
+    """The path, and the query with the values of arguments outside `LOGGED_QUERY_VALUES` masked."""
+    if not request.query:
+        return request.path
+    pairs = [(name, value if name in LOGGED_QUERY_VALUES else "***") for name, value in parse_qsl(request.query, keep_blank_values=True)]
+    return f"{request.path}?{urlencode(pairs, safe='*')}"
+
+
+def request_logger(stats: Stats) -> Callable[[web.RequestHandler], None]:
+    """Tornado's `log_function`: an access line per request, and API requests counted in `stats`.
+
+    It replaces Tornado's access log, which prints query strings whole. API lines are INFO;
+    the SockJS transports' and static files' are DEBUG, as they come by the thousand. A 5xx
+    answer is a WARNING here: a crash behind it is already logged as an ERROR, with its trace.
+    """
+
+    def log_request(handler: web.RequestHandler) -> None:
+        request, status = handler.request, handler.get_status()
+        method = request.method if request.method in handler.SUPPORTED_METHODS else "OTHER"
+        duration_ms = round(request.request_time() * 1000, 3)
+        extra: dict[str, Any] = {"method": method, "path": loggable_target(request), "status": status, "duration_ms": duration_ms}
+        level = logging.WARNING if status >= 500 else logging.DEBUG
+        if isinstance(handler, APIHandler):
+            stats.observe_request(type(handler).__name__, method, status, request.request_time())
+            extra["request_id"] = handler.request_id
+            level = max(level, logging.INFO)
+        access_log.log(level, "%s %s %d %.1f ms", method, extra["path"], status, duration_ms, extra=extra)
+
+    return log_request

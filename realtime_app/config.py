@@ -175,6 +175,11 @@ def validate(settings: Settings) -> None:
         raise ConfigError("list limits must satisfy 1 <= list_default_limit <= list_max_limit")
     if settings.max_body_bytes < 1024:
         raise ConfigError("max_body_bytes must be at least 1024")
+    for name in ("access_token_ttl_s", "refresh_token_ttl_s", "login_attempts_per_minute", "max_filter_depth"):
+        if getattr(settings, name) < 1:
+            raise ConfigError(f"{name} must be at least 1")
+    if not 0 <= settings.jwt_leeway_s <= 300:
+        raise ConfigError("jwt_leeway_s must be from 0 to 300 seconds")
     for name in ("auth_timeout_s", "frames_per_second", "sockjs_disconnect_delay_s", "sockjs_heartbeat_s"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{name} must be positive")

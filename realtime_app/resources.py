@@ -34,6 +34,8 @@ RESERVED_NAMES = {"auth", "collections", "stats", "health", "ready", "openapi", 
 MAX_FIELD_NAME_LENGTH = 128
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 SCALAR_TYPES = {"string", "number", "integer", "boolean", "null"}
+# MongoDB allows 64 indexes per collection: _id's own, (tenant, _id), and two for each sortable field.
+MAX_SORTABLE = 31
 
 
 class ResourceFileError(ValueError):
@@ -194,15 +196,23 @@ def _parse_resource(entry: Any) -> Resource:
     except SchemaError as exc:
         raise ResourceFileError(f"{name}: invalid JSON Schema: {exc.message}") from None
     permissions = entry.get("permissions", {})
+    role_lists = [permissions.get(kind, []) for kind in ("read", "write")] if isinstance(permissions, dict) else [None]
+    if not all(isinstance(roles, list) and all(isinstance(role, str) for role in roles) for roles in role_lists):
+        raise ResourceFileError(f'{name}: permissions is an object such as {{"read": ["viewer"], "write": ["editor"]}}')
     read = frozenset(permissions.get("read", ["viewer", "editor"]))
     write = frozenset(permissions.get("write", ["editor"]))
     unknown_roles = (read | write) - set(ROLES)
     if unknown_roles:
         raise ResourceFileError(f"{name}: unknown roles {sorted(unknown_roles)}; roles are {ROLES}")
-    sortable = tuple(entry.get("sortable", []))
+    sortable_list = entry.get("sortable", [])
+    if not isinstance(sortable_list, list) or not all(isinstance(field, str) for field in sortable_list):
+        raise ResourceFileError(f"{name}: sortable is a list of field names")
+    sortable = tuple(sortable_list)
     undeclared = [f for f in sortable if f not in schema["properties"] and f not in ("created_at", "updated_at")]
     if undeclared:
         raise ResourceFileError(f"{name}: sortable fields {undeclared} are not declared properties")
+    if len(set(sortable)) > MAX_SORTABLE:
+        raise ResourceFileError(f"{name}: at most {MAX_SORTABLE} sortable fields (each needs two of MongoDB's 64 indexes)")
     return Resource(name, schema, read, write, sortable)
 
 
