@@ -14,7 +14,7 @@ class CollectionsHandler(APIHandler):
 
 class DocumentListHandler(APIHandler):
     async def get(self, collection: str) -> None:
-        items, next_cursor = await self.context.store.list(
+        items, next_cursor = await self.context.store.list_page(
             self.principal, collection,
             filter_json=self.get_query_argument("filter", None),
             sort=self.get_query_argument("sort", None),
