@@ -209,6 +209,7 @@ class RealtimeClient:
         self._pings: dict[float, asyncio.Future[float]] = {}
         self._ids = itertools.count(1)
         self._stopping = False
+        self._reconnecting: asyncio.Task[None] | None = None  # at most one reconnect loop
 
     async def _token(self) -> str:
         source = self.token_source
@@ -219,7 +220,9 @@ class RealtimeClient:
         session_url = f"{self.prefix}/{random.randint(0, 999):03d}/{secrets.token_hex(8)}"
         transport = TRANSPORTS[self.transport_name](self.base_url, session_url)
         await transport.open()
-        self._transport = transport
+        previous, self._transport = self._transport, transport
+        if previous is not None:
+            await previous.close()  # one session at a time, or a view would get frames twice
         self.closed = None
         self.connections += 1
         self._ready = asyncio.get_running_loop().create_future()
@@ -271,9 +274,12 @@ class RealtimeClient:
                 return frame
 
     async def _read(self, transport: Transport) -> None:
+        """Deliver one session's frames; at its end, report the close and reconnect if asked."""
         try:
             while True:
                 for message in await transport.receive():
+                    if transport is not self._transport:
+                        return  # superseded by a newer session
                     await self._handle(json.loads(message))
         except ConnectionClosed as closed:
             self.closed = closed
@@ -281,12 +287,15 @@ class RealtimeClient:
             self.closed = ConnectionClosed(1006, f"{type(exc).__name__}: {exc}")
         finally:
             await transport.close()
+        if transport is not self._transport:
+            return
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(self.closed)
             self._ready.exception()  # connect() may not be waiting: do not warn about it
         await self.frames.put({"type": "_closed", "code": self.closed.code, "reason": self.closed.reason})
         if self.reconnect and not self._stopping and self.closed.code not in FINAL_CLOSE_CODES:
-            asyncio.get_running_loop().create_task(self._reconnect())
+            if self._reconnecting is None or self._reconnecting.done():
+                self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
 
     async def _handle(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
