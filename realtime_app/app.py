@@ -18,7 +18,7 @@ from realtime_app import demo
 from realtime_app.auth import AuthService, LoginLimiter, TokenService, UserStore
 from realtime_app.config import Settings
 from realtime_app.context import Context
-from realtime_app.db import Database, describe
+from realtime_app.db import ConfigurationError, Database, describe
 from realtime_app.embedded_mongo import EmbeddedMongo, find_mongod
 from realtime_app.realtime import Realtime
 from realtime_app.resources import Resources, default_resources
@@ -95,7 +95,10 @@ class Server:
 
     async def _start_database(self) -> None:
         uri = self.settings.mongo_uri or await self._start_embedded()
-        self.db = Database(uri, self.settings.mongo_db)
+        try:
+            self.db = Database(uri, self.settings.mongo_db)
+        except (ValueError, ConfigurationError) as exc:
+            raise StartupError(f"REALTIME_MONGO_URI is not a usable MongoDB URI: {exc}") from None
         await self._wait_for_mongo()
 
     async def _start(self) -> None:

@@ -36,7 +36,10 @@ class Context:
         except Exception as exc:  # any failure to ping is a reason to report, not to raise
             reasons.append(f"MongoDB does not answer ({describe(exc)})")
         for check in self.readiness_checks:
-            reason = await check()
+            try:
+                reason = await asyncio.wait_for(check(), READY_TIMEOUT_S)
+            except Exception as exc:  # a failing probe is a reason to report, not a 500
+                reason = f"readiness check failed ({describe(exc)})"
             if reason:
                 reasons.append(reason)
         return reasons

@@ -12,6 +12,7 @@ from typing import Any
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import (  # noqa: F401  (re-exported for the store and the change feed)
+    ConfigurationError,
     ConnectionFailure,
     DuplicateKeyError,
     OperationFailure,
