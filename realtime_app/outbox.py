@@ -56,9 +56,6 @@ class Outbox:
         self._ids = itertools.count()
         self._flush_handle: asyncio.Handle | asyncio.TimerHandle | None = None
         self.closed = False
-        self.conflated = 0
-        self.frames_out = 0
-        self.bytes_out = 0
         self._stats = stats
 
     def __len__(self) -> int:
@@ -72,7 +69,6 @@ class Outbox:
         queued = self._queue.pop(key, None)
         if isinstance(queued, PendingChange):
             change.had_before = queued.had_before
-            self.conflated += 1
             if self._stats is not None:
                 self._stats.conflated += 1
             if change.op is None:  # added then removed before the client saw either
@@ -118,8 +114,6 @@ class Outbox:
                     messages.append('"' + item.sub_head + item.event.escaped_tail(op, item.position) + '"')
         self._queue.clear()
         if messages:
-            self.frames_out += len(messages)
-            self.bytes_out += sum(map(len, messages))
             self._write(messages)
             if oldest_change is not None and self._stats is not None:
                 self._stats.delivery_latency.observe(max(time.time() - oldest_change, 0.0))
