@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import secrets
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pymongo
@@ -21,6 +21,16 @@ from realtime_app.embedded_mongo import EmbeddedMongo, find_mongod
 from tests.helpers import ApiClient
 
 TEST_JWT_SECRET = secrets.token_urlsafe(48)
+# Each phase's report ("setup", "call", "teardown") on its item, for fixtures that act on a
+# failure: the browser tests save screenshots.
+PHASE_REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    item.stash.setdefault(PHASE_REPORTS, {})[report.when] = report
+    return report
 
 
 @pytest.fixture(scope="session")
