@@ -28,7 +28,7 @@ class OpenAPIHandler(APIHandler):
     public = True
 
     async def get(self) -> None:
-        self.write_json(openapi_document(self.context.resources))
+        self.write_json(openapi_document(self.context.resources, self.context.settings.list_max_limit))
 
 
 def urls(context: object) -> list[tuple[str, type, dict[str, object]]]:

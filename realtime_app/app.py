@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from tornado import httpserver, web
 import handlers.auth
 import handlers.documents
 import handlers.meta
+import handlers.static
 import handlers.stats
 from handlers.base import NotFoundHandler, request_logger
 from realtime_app import demo
@@ -32,6 +34,27 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 STATIC_DIR = REPO_ROOT / "static"
 # How long start-up waits for a configured MongoDB before giving up with a clear message.
 MONGO_CONNECT_TIMEOUT_S = 15.0
+# Slow clients may not hold a connection for Tornado's default hour: a keep-alive connection
+# idle this long, or a request body still arriving after this long, is closed.
+HTTP_IDLE_TIMEOUT_S = 120.0
+HTTP_BODY_TIMEOUT_S = 60.0
+
+
+# Generation-0 collections happen every this many container allocations (CPython's default is 700).
+# A change fanned out to thousands of subscribers allocates tens of thousands of short-lived
+# objects; at the default the collector runs dozens of times per change and its older
+# generations, which hold every connection's state, get walked often enough to stall the loop
+# for hundreds of milliseconds.
+GC_GEN0_THRESHOLD = 50_000
+
+
+def tune_garbage_collector() -> None:
+    """Once, after start-up: move what start-up built (modules, app, settings) out of the
+    collector's sight for good, and let generation 0 grow larger before it is collected."""
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
 class StartupError(RuntimeError):
@@ -49,8 +72,7 @@ def make_app(context: Context, realtime_urls: list[Any], stats: Stats) -> web.Ap
     ]
     return web.Application(
         [
-            (r"/", web.RedirectHandler, {"url": "/static/index.html"}),
-            (r"/static/(.*)", web.StaticFileHandler, {"path": str(STATIC_DIR)}),
+            *handlers.static.urls(STATIC_DIR),
             *urls,
         ],
         default_handler_class=NotFoundHandler,
@@ -119,7 +141,10 @@ class Server:
         await self.realtime.start()
         self.stats = Stats(self.context, self.realtime)
         self.stats.start()
-        self.http = httpserver.HTTPServer(make_app(self.context, self.realtime.urls, self.stats), xheaders=False)
+        self.http = httpserver.HTTPServer(
+            make_app(self.context, self.realtime.urls, self.stats), xheaders=False,
+            idle_connection_timeout=HTTP_IDLE_TIMEOUT_S, body_timeout=HTTP_BODY_TIMEOUT_S,
+        )
         sockets = self.http_sockets()
         self.http.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]

@@ -49,7 +49,10 @@ class ChangeEvent:
     after: dict[str, Any] | None
     wall_time: float
     _tails: dict[tuple[str, int], str] = field(default_factory=dict)
+    verdicts: dict[tuple[str, str | None], tuple[bool, bool]] = field(default_factory=dict)
+    """(filter, tenant scope) -> visible before and after; filled by the hub's subscriptions."""
     _doc_json: str | None = None
+    _messages: dict[tuple[str, str, int], str] = field(default_factory=dict)
 
     def escaped_tail(self, op: str, position: int) -> str:
         """The frame after `"sub":<id>`, JSON-string-escaped for SockJS; built once per variant."""
@@ -64,6 +67,23 @@ class ChangeEvent:
             parts += [',"position":"', positions.to_wire(position), '","cause":"', self.cause, '"}']
             tail = self._tails[key] = encode_basestring_ascii("".join(parts))[1:-1]
         return tail
+
+    def release_caches(self) -> None:
+        """Forget built frames and verdicts once the loop turn that delivered the event is over:
+        the event stays in the replay buffer, and a resume rebuilds what it needs."""
+        self._tails.clear()
+        self._messages.clear()
+        self.verdicts.clear()
+        self._doc_json = None
+
+    def message(self, head: str, op: str, position: int) -> str:
+        """The whole escaped frame, quoted, for subscriptions whose frames start with `head`:
+        one string shared by all of them, so what is built from it can be shared too."""
+        key = (head, op, position)
+        text = self._messages.get(key)
+        if text is None:
+            text = self._messages[key] = '"' + head + self.escaped_tail(op, position) + '"'
+        return text
 
     @property
     def tenants(self) -> set[str]:
@@ -142,6 +162,7 @@ class Feed:
         self.events_total += 1
         self.last_event_wall_time = event.wall_time
         self.on_event(event)
+        asyncio.get_running_loop().call_soon(event.release_caches)
 
 
 class ChangeFeed(Feed):

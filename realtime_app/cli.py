@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from realtime_app import demo
-from realtime_app.app import Server, StartupError
+from realtime_app.app import Server, StartupError, tune_garbage_collector
 from realtime_app.auth import TokenService, UserStore
 from realtime_app.config import ConfigError, Settings, add_arguments, settings_from
 from realtime_app.embedded_mongo import MongodNotFound
@@ -74,6 +74,7 @@ async def _serve(settings: Settings) -> int:
         loop.add_signal_handler(signum, stop.set)
     log.info("settings:\n%s", settings.summary())
     await server.start()
+    tune_garbage_collector()
     try:
         print(f"\nrealtime-app is serving {server.url}", flush=True)
         if settings.demo:

@@ -293,9 +293,9 @@ class RealtimeClient:
             self._ready.set_exception(self.closed)
             self._ready.exception()  # connect() may not be waiting: do not warn about it
         await self.frames.put({"type": "_closed", "code": self.closed.code, "reason": self.closed.reason})
-        if self.reconnect and not self._stopping and self.closed.code not in FINAL_CLOSE_CODES:
-            if self._reconnecting is None or self._reconnecting.done():
-                self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
+        wants_reconnect = self.reconnect and not self._stopping and self.closed.code not in FINAL_CLOSE_CODES
+        if wants_reconnect and (self._reconnecting is None or self._reconnecting.done()):
+            self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
 
     async def _handle(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
@@ -308,9 +308,10 @@ class RealtimeClient:
         elif kind == "reauth_required" and not isinstance(self.token_source, str):
             await self.send({"type": "auth", "token": await self._token()})
         elif kind == "pong":
-            future = self._pings.pop(float(frame.get("ts") or 0), None)
+            ts = frame.get("ts")
+            future = self._pings.pop(ts, None) if isinstance(ts, float) else None
             if future is not None and not future.done():
-                future.set_result(time.time() - float(frame["ts"]))
+                future.set_result(time.time() - ts)
         sub_id = frame.get("sub") or (frame.get("ref") if kind == "error" else None)
         query = self.queries.get(sub_id) if isinstance(sub_id, str) else None
         if query is not None:

@@ -81,7 +81,7 @@ class RealtimeConnection(SockJSConnection):
         self.principal: Principal | None = None
         self.subscriptions: dict[str, Subscription] = {}
         self.outbox = Outbox(self._write, self.transport_backlog, self._slow_consumer, settings.outbox_max_frames,
-                             self.realtime.counters)
+                             self.realtime.counters, self.realtime.flushes)
         self._bucket = TokenBucket(settings.frames_per_second, settings.frame_burst)
         self._strikes = 0
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -154,7 +154,9 @@ class RealtimeConnection(SockJSConnection):
             return
         ref = None
         try:
-            frame = jsoncodec.loads(message, "frame")
+            # As UTF-8 bytes: SockJS's own JSON layer can hand over lone surrogates ("\ud800"
+            # escaped in the envelope), which MongoDB and the client's UTF-8 cannot carry.
+            frame = jsoncodec.loads(message.encode("utf-8", "surrogatepass"), "frame")
             if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
                 raise BadRequest('a frame is a JSON object with a string "type"')
             ref = frame.get("id") if isinstance(frame.get("id"), str) else None

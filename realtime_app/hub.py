@@ -44,6 +44,11 @@ class Subscription:
         self.query = query
         self.throttle_s = throttle_ms / 1000.0
         self.head = encode_basestring_ascii('{"type":"change","sub":' + json.dumps(sub_id))[1:-1]
+        # Subscriptions with equal filters and the same tenant scope see a change alike: the first
+        # to judge an event records the verdict on it (`ChangeEvent.verdicts`) for the others.
+        self.verdict_key = json.dumps(query.spec, sort_keys=True, separators=(",", ":"))
+        self._keyed_for: Principal | None = None
+        self._key: tuple[str, str | None] = (self.verdict_key, None)
         self.floor = 0  # changes at or before this position are already reflected client-side
         self.buffer: list[ChangeEvent] | None = []  # changes held while the snapshot is read
         self.index_tenant: str | None = None
@@ -62,7 +67,16 @@ class Subscription:
         if self.buffer is not None:
             self.buffer.append(event)
             return
-        had, has = self.visible(event.before), self.visible(event.after)
+        principal = self.owner.principal
+        if principal is None:
+            return
+        if self._keyed_for is not principal:  # a refreshed token may change the tenant scope
+            self._keyed_for, self._key = principal, (self.verdict_key, principal.tenant_scope)
+        key = self._key
+        verdict = event.verdicts.get(key)
+        if verdict is None:
+            verdict = event.verdicts[key] = (self.visible(event.before), self.visible(event.after))
+        had, has = verdict
         if had or has:
             self._emit(PendingChange(self.head, event, had, has, event.position))
 

@@ -10,6 +10,9 @@ from realtime_app.resources import Resource, Resources
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 JSON = "application/json"
+OBJECT_ID = {"type": "string", "pattern": "^[0-9a-fA-F]{24}$"}
+# A created document's id, for the operations on it (OpenAPI links; schemathesis follows them).
+CREATED_ID = "$response.body#/id"
 
 
 def _problem_responses(*statuses: int) -> dict[str, Any]:
@@ -41,15 +44,20 @@ def _patch_schema(resource: Resource) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "additionalProperties": False}
 
 
-def _collection_paths(resource: Resource) -> dict[str, Any]:
+def _collection_paths(resource: Resource, max_limit: int) -> dict[str, Any]:
     name = resource.name
     doc_ref = {"$ref": f"#/components/schemas/{name}"}
     input_ref = {"$ref": f"#/components/schemas/{name}_input"}
-    doc_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    doc_id = {"name": "id", "in": "path", "required": True, "schema": OBJECT_ID,
+              "description": "the document's id: 24 hexadecimal characters (anything else is a 400)"}
     if_match = {"name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"},
                 "description": "an ETag from a previous response; 412 when the document has changed since"}
-    one_doc = {"description": "The document", "headers": {"ETag": {"schema": {"type": "string"}}},
-               "content": {JSON: {"schema": doc_ref}}}
+    one_doc: dict[str, Any] = {"description": "The document", "headers": {"ETag": {"schema": {"type": "string"}}},
+                               "content": {JSON: {"schema": doc_ref}}}
+    created = {**one_doc, "description": "Created",
+               "headers": {**one_doc["headers"], "Location": {"schema": {"type": "string"}, "description": "the new document's URL"}},
+               "links": {verb: {"operationId": f"{verb}_{name}", "parameters": {"id": CREATED_ID}}
+                         for verb in ("get", "replace", "patch", "delete")}}
     sortable = ["id", *resource.sortable]
     return {
         f"/api/v1/{name}": {
@@ -59,7 +67,7 @@ def _collection_paths(resource: Resource) -> dict[str, Any]:
                     {"name": "filter", "in": "query", "schema": {"type": "string"},
                      "description": "JSON filter with $eq $ne $gt $gte $lt $lte $in $nin $exists $and $or $not"},
                     {"name": "sort", "in": "query", "schema": {"type": "string", "enum": sortable + [f"-{f}" for f in sortable]}},
-                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": max_limit}},
                     {"name": "after", "in": "query", "schema": {"type": "string"}, "description": "the `next` cursor of the previous page"},
                 ],
                 "responses": {
@@ -73,7 +81,7 @@ def _collection_paths(resource: Resource) -> dict[str, Any]:
             "post": {
                 "summary": f"Create a {name} document", "operationId": f"create_{name}", "tags": [name],
                 "requestBody": {"required": True, "content": {JSON: {"schema": input_ref}}},
-                "responses": {"201": {**one_doc, "description": "Created"}, **_problem_responses(400, 401, 403, 409, 413, 422, 503)},
+                "responses": {"201": created, **_problem_responses(400, 401, 403, 409, 413, 422, 503)},
             },
         },
         f"/api/v1/{name}/{{id}}": {
@@ -96,7 +104,23 @@ def _collection_paths(resource: Resource) -> dict[str, Any]:
     }
 
 
-def openapi_document(resources: Resources) -> dict[str, Any]:
+def _operations_paths() -> dict[str, Any]:
+    """The server's own figures and this document."""
+    return {
+        "/api/v1/stats": {"get": {"summary": "The server's figures (admins)", "operationId": "stats", "responses": {
+            "200": {"description": "Figures", "content": {JSON: {"schema": {"type": "object"}}}},
+            **_problem_responses(401, 403)}}},
+        "/metrics": {"get": {"summary": "The same figures in Prometheus text format (admins, unless metrics_public)",
+                             "operationId": "metrics", "responses": {
+                                 "200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                                 **_problem_responses(401, 403)}}},
+        "/api/v1/openapi.json": {"get": {"summary": "This document", "operationId": "openapi", "security": [], "responses": {
+            "200": {"description": "OpenAPI 3.1", "content": {JSON: {"schema": {"type": "object"}}}}}}},
+    }
+
+
+def openapi_document(resources: Resources, max_limit: int = 500) -> dict[str, Any]:
+    """The description of /api/v1; `max_limit` is the largest page a list serves (list_max_limit)."""
     token_pair = {"type": "object", "required": ["access_token", "refresh_token", "token_type", "expires_in"],
                   "properties": {"access_token": {"type": "string"}, "refresh_token": {"type": "string"},
                                  "token_type": {"const": "Bearer"}, "expires_in": {"type": "integer"}}}
@@ -130,8 +154,9 @@ def openapi_document(resources: Resources) -> dict[str, Any]:
             "errors": {"type": "array", "items": {"type": "object", "required": ["field", "message"],
                                                    "properties": {"field": {"type": "string"}, "message": {"type": "string"}}}}}},
     }
+    paths.update(_operations_paths())
     for resource in resources:
-        paths.update(_collection_paths(resource))
+        paths.update(_collection_paths(resource, max_limit))
         schemas[resource.name] = _document_schema(resource)
         schemas[f"{resource.name}_input"] = copy.deepcopy(resource.schema)
         schemas[f"{resource.name}_patch"] = _patch_schema(resource)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from realtime_app.changefeed import ChangeEvent
+
+log = logging.getLogger(__name__)
 
 # While the transport still holds this many bytes unsent, keep frames here, where they conflate.
 TRANSPORT_HIGH_WATER_BYTES = 256 * 1024
@@ -45,9 +48,30 @@ class PendingChange:
         return "removed" if self.had_before else None
 
 
+class FlushBatch:
+    """The outboxes due to flush this loop turn, flushed by one callback: a change that reaches
+    thousands of connections would otherwise schedule thousands of callbacks."""
+
+    def __init__(self) -> None:
+        self._due: list[Outbox] = []
+
+    def add(self, outbox: Outbox) -> None:
+        if not self._due:
+            asyncio.get_running_loop().call_soon(self._flush_due)
+        self._due.append(outbox)
+
+    def _flush_due(self) -> None:
+        due, self._due = self._due, []
+        for outbox in due:
+            try:
+                outbox.flush()
+            except Exception:  # one connection's failure must not hold back the others' frames
+                log.exception("flushing an outbox failed")
+
+
 class Outbox:
     def __init__(self, write: Callable[[list[str]], None], backlog: Callable[[], int], on_overflow: Callable[[], None],
-                 max_frames: int, stats: Any = None):
+                 max_frames: int, stats: Any = None, batch: FlushBatch | None = None):
         self._write = write
         self._backlog = backlog
         self._on_overflow = on_overflow
@@ -55,6 +79,8 @@ class Outbox:
         self._queue: OrderedDict[Any, PendingChange | str] = OrderedDict()
         self._ids = itertools.count()
         self._flush_handle: asyncio.Handle | asyncio.TimerHandle | None = None
+        self._batch = batch
+        self._in_batch = False
         self.closed = False
         self._stats = stats
 
@@ -87,12 +113,19 @@ class Outbox:
         self._schedule(0)
 
     def _schedule(self, delay: float) -> None:
+        if self._in_batch:
+            return
+        if not delay and self._batch is not None and self._flush_handle is None:
+            self._in_batch = True
+            self._batch.add(self)
+            return
         if self._flush_handle is None:
             loop = asyncio.get_running_loop()
             self._flush_handle = loop.call_later(delay, self.flush) if delay else loop.call_soon(self.flush)
 
     def flush(self, force: bool = False) -> None:
         """Write what is queued as one batch, unless the transport is still busy (or `force`)."""
+        self._in_batch = False
         if self._flush_handle is not None:
             self._flush_handle.cancel()
         self._flush_handle = None
@@ -111,7 +144,7 @@ class Outbox:
                 if op is not None:
                     if oldest_change is None:
                         oldest_change = item.event.wall_time
-                    messages.append('"' + item.sub_head + item.event.escaped_tail(op, item.position) + '"')
+                    messages.append(item.event.message(item.sub_head, op, item.position))
         self._queue.clear()
         if messages:
             self._write(messages)

@@ -13,6 +13,7 @@ from realtime_app import __version__
 from realtime_app.changefeed import ChangeFeed, Feed
 from realtime_app.config import Settings
 from realtime_app.hub import Hub
+from realtime_app.outbox import FlushBatch
 from realtime_app.pollfeed import POLL_INTERVAL_S, PollingFeed
 from realtime_app.sockjs_compat import SockJSRouter, SockJSSettings, build_router
 from realtime_app.stats import Histogram
@@ -51,6 +52,7 @@ class Realtime:
         self.hub = Hub()
         self.feed: Feed | None = None
         self.counters = RealtimeCounters()
+        self.flushes = FlushBatch()
         self.connections: set[RealtimeConnection] = set()
         self._per_user: Counter[str] = Counter()
         self.server_name = f"realtime-app/{__version__} {socket.gethostname()}"

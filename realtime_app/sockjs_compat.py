@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import re
+import struct
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from urllib.parse import urlsplit
 from sockjs.tornado import SockJSConnection as _LibraryConnection
 from sockjs.tornado import SockJSRouter as _LibraryRouter
 from sockjs.tornado.basehandler import BaseHandler, PreflightHandler
-from sockjs.tornado.session import ConnectionInfo
+from sockjs.tornado.session import ConnectionInfo, Session
 from sockjs.tornado.static import GreetingsHandler, IFrameHandler, InfoHandler
 from sockjs.tornado.transports import (
     EventSourceTransport,
@@ -56,10 +57,11 @@ from sockjs.tornado.transports.pollingbase import PollingTransportBase
 from sockjs.tornado.transports.streamingbase import StreamingTransportBase
 from sockjs.tornado.websocket import SockJSWebSocketHandler
 from tornado import httputil
+from tornado.escape import parse_qs_bytes
 from tornado.http1connection import HTTP1Connection
 from tornado.ioloop import IOLoop
-from tornado.web import StaticFileHandler, URLSpec
-from tornado.websocket import WebSocketClosedError
+from tornado.iostream import IOStream, StreamClosedError
+from tornado.web import StaticFileHandler, URLSpec, stream_request_body
 
 __all__ = [
     "ConnectionInfo",
@@ -88,6 +90,9 @@ DEFAULT_DISCONNECT_DELAY = 5.0
 DEFAULT_HEARTBEAT_DELAY = 25.0
 # A streaming response is restarted after this many bytes so the browser can free what it holds.
 DEFAULT_RESPONSE_LIMIT = 128 * 1024
+# A client's batch of messages (sockjs-client sends what queued while a send was in flight).
+# Tornado would otherwise buffer up to 100 MB per xhr_send and 10 MiB per websocket message.
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 # The protocol asks for cacheable iframe pages and CORS preflights, "one year is best".
 _CACHE_SECONDS = 365 * 24 * 3600
 
@@ -96,7 +101,12 @@ _CALLBACK_NAME = re.compile(r"[a-zA-Z0-9_.]{1,64}")
 wider would let a crafted link run script on our origin."""
 
 _SESSION_COOKIE_VALUE = re.compile(r"[A-Za-z0-9._~+/=-]{1,128}")
+_SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer"}
+"""On every response of the endpoint: no content sniffing (a JSONP or xhr body read as HTML
+would run script), no framing, no Referer leaking session URLs."""
 _INTERNAL_ERROR = (1011, "Internal error")
+# Frames up to this size are kept for the rest of the loop turn, for other sockets sending the same.
+_SHARED_FRAME_MAX_CHARS = 16 * 1024
 
 _IFRAME_PAGE = """<!DOCTYPE html>
 <html>
@@ -151,6 +161,9 @@ class SockJSSettings:
     disconnect_delay: float = DEFAULT_DISCONNECT_DELAY
     heartbeat_delay: float = DEFAULT_HEARTBEAT_DELAY
     response_limit: int = DEFAULT_RESPONSE_LIMIT
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    """Largest payload a client may send at once: an xhr_send or jsonp_send body, or one
+    websocket message. Larger ones are refused (413; websocket close 1009) without being held."""
     jsessionid: bool = False
     """Set a JSESSIONID cookie, for load balancers that keep sessions sticky with it."""
     disabled_transports: Sequence[str] = ()
@@ -172,6 +185,8 @@ class SockJSSettings:
             raise ValueError(f"unknown transports in disabled_transports: {sorted(unknown)}")
         if min(self.disconnect_delay, self.heartbeat_delay) <= 0 or self.response_limit <= 0:
             raise ValueError("disconnect_delay, heartbeat_delay and response_limit must be > 0")
+        if self.max_payload_bytes <= 0:
+            raise ValueError("max_payload_bytes must be > 0")
 
 
 class SockJSConnection(_LibraryConnection):
@@ -209,7 +224,14 @@ class SockJSConnection(_LibraryConnection):
         if not messages or self.is_closed:
             return
         if self.session.send_expects_json:
-            self.session.send_jsonified(",".join(messages))
+            handler = self.session.handler
+            if isinstance(handler, _WebSocketFixes) and handler.active and not self.session.send_queue:
+                # What the session would do, minus its per-message statistics (unused here), with
+                # the frame's bytes shared by every socket that gets the same messages.
+                text = ",".join(messages)
+                handler.send_frame(handler.server.frame_of(text), len(text) + 3)
+            else:
+                self.session.send_jsonified(",".join(messages))
         else:
             for message in messages:
                 self.session.send_message(message)
@@ -219,7 +241,7 @@ class SockJSConnection(_LibraryConnection):
         for the next poll or for a streaming write to finish, plus unflushed websocket frames."""
         queued = len(getattr(self.session, "send_queue", "") or "")
         handler = self.session.handler
-        return queued + (handler.pending_bytes if isinstance(handler, _WebSocketFixes) else 0)
+        return queued + (handler.unsent_bytes() if isinstance(handler, _WebSocketFixes) else 0)
 
     @property
     def transport(self) -> str:
@@ -239,6 +261,7 @@ class _OriginPolicy:
         self.frame_ancestors = None if self.allows_any else " ".join(["frame-ancestors 'self'", *sorted(self._allowed)])
         """CSP for the pages sockjs-client frames (iframe, htmlfile): they relay for whatever
         page embeds them, so only pages the policy allows may embed them."""
+        self.same_origin_only = not self.allows_any and not self._allowed
 
     def allows(self, origin: str, host: str) -> bool:
         """Same-origin is the Origin's host equal to the Host header, as Tornado judges it."""
@@ -268,6 +291,24 @@ def _normalized_origin(value: str) -> str | None:
     return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default_port) else "")
 
 
+class _Session(Session):
+    """A session keeps the transport name it was opened with, whichever transport polls it later.
+
+    The library renamed a session on every attach and counted its close under the latest name:
+    a session opened by xhr and then polled by jsonp closed as "jsonp", a count that never went
+    up. The KeyError stopped the close half way, so the session stayed in the router for good,
+    and a server shutting down with such a session crashed."""
+
+    transport_name: str
+
+    def set_handler(self, handler: Any, start_heartbeat: bool = True) -> bool:
+        opened_as = self.transport_name if self.conn_info is not None else None
+        attached = bool(super().set_handler(handler, start_heartbeat))
+        if opened_as is not None:
+            self.transport_name = opened_as
+        return attached
+
+
 class SockJSRouter(_LibraryRouter):
     """sockjs-tornado's router with our handlers in its URL table. Build it with `build_router`."""
 
@@ -290,7 +331,13 @@ class SockJSRouter(_LibraryRouter):
             },
             io_loop=IOLoop.current(),
         )
+        self._session_kls = _Session
+        self.max_payload_bytes = settings.max_payload_bytes
         self.origin_policy = _OriginPolicy(settings.allowed_origins)
+        self.turn = 0
+        """Counts loop turns in which websocket frames were sent (see `count_sent`)."""
+        self._turn_ending = False
+        self._frames: dict[str, bytes] = {}
         self.iframe_page = _IFRAME_PAGE.format(sockjs_url=html.escape(settings.sockjs_url))
         self._routes = _routes(self, settings)
 
@@ -303,6 +350,36 @@ class SockJSRouter(_LibraryRouter):
         """Append `urls` to ``routes`` (the library's method would append its own handlers)."""
         routes.extend(self._routes)
         return routes
+
+    def frame_of(self, text: str) -> bytes:
+        """The websocket frame carrying ``a[text]``. A change reaching many sockets passes the
+        same text object to each, so within a loop turn it is encoded once."""
+        frame = self._frames.get(text)
+        if frame is None:
+            payload = ("a[" + text + "]").encode("utf-8")
+            frame = _frame_header(0x81, len(payload)) + payload
+            if len(text) <= _SHARED_FRAME_MAX_CHARS:
+                self._frames[text] = frame
+                self._end_turn_soon()
+        return frame
+
+    def count_sent(self, handler: _WebSocketFixes, size: int) -> None:
+        """Frames a websocket handed straight to the kernel count as its backlog until the
+        loop turns, as if they had gone through the stream."""
+        if handler.sent_turn != self.turn:
+            handler.sent_turn, handler.sent_this_turn = self.turn, 0
+        handler.sent_this_turn += size
+        self._end_turn_soon()
+
+    def _end_turn_soon(self) -> None:
+        if not self._turn_ending:
+            self._turn_ending = True
+            asyncio.get_running_loop().call_soon(self._end_turn)
+
+    def _end_turn(self) -> None:
+        self.turn += 1
+        self._turn_ending = False
+        self._frames.clear()
 
     def sessions_by_transport(self) -> dict[str, int]:
         """Open sessions per transport name, for metrics."""
@@ -330,7 +407,13 @@ def vendor_urls(repo_root: str | os.PathLike[str] | None = None) -> list[URLSpec
         raise VendorAssetMissingError(f"{dist / 'sockjs.min.js'} not found: run `npm ci` in {root} to install sockjs-client (pinned in package.json)")
     directory, _, filename = VENDOR_SOCKJS_URL.rpartition("/")
     pattern = f"{re.escape(directory)}/({re.escape(filename)}(?:\\.map)?)"
-    return [URLSpec(pattern, StaticFileHandler, {"path": str(dist)})]
+    return [URLSpec(pattern, _VendorFile, {"path": str(dist)})]
+
+
+class _VendorFile(StaticFileHandler):
+    def set_default_headers(self) -> None:
+        for name, value in _SECURITY_HEADERS.items():
+            self.set_header(name, value)
 
 
 # Handlers. Each subclasses the library's handler for one URL, behind mixins holding the fixes.
@@ -354,10 +437,11 @@ def _checked_callback(handler: BaseHandler) -> str | None:
 
 def _decoded_messages(payload: str | bytes) -> list[str] | None:
     """Messages in a client payload: a JSON array of strings, or one JSON string; None for
-    anything else, so `SockJSConnection.on_message` only ever gets strings."""
+    anything else, so `SockJSConnection.on_message` only ever gets strings. Arrays nested past
+    the parser's recursion limit are malformed too, not a crash of the handler."""
     try:
         decoded = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if isinstance(decoded, str):
         return [decoded]
@@ -392,10 +476,21 @@ class _HandlerFixes(BaseHandler):
         well_formed = cookie is not None and _SESSION_COOKIE_VALUE.fullmatch(cookie.value)
         self.set_cookie("JSESSIONID", cookie.value if well_formed else "dummy")
 
+    def set_default_headers(self) -> None:
+        for name, value in _SECURITY_HEADERS.items():
+            self.set_header(name, value)
+
     def frame_only_where_allowed(self) -> None:
-        """Pages sockjs-client puts in frames may only be embedded by allowed origins."""
-        if self.server.origin_policy.frame_ancestors is not None:
-            self.set_header("Content-Security-Policy", self.server.origin_policy.frame_ancestors)
+        """Pages sockjs-client puts in frames may only be embedded by allowed origins. The CSP
+        names them; X-Frame-Options, for browsers without frame-ancestors, can only say
+        SAMEORIGIN, so it is dropped when other origins are allowed."""
+        policy = self.server.origin_policy
+        if policy.frame_ancestors is not None:
+            self.set_header("Content-Security-Policy", policy.frame_ancestors)
+        if policy.same_origin_only:
+            self.set_header("X-Frame-Options", "SAMEORIGIN")
+        else:
+            self.clear_header("X-Frame-Options")
 
 
 class _CrossOriginFixes(_HandlerFixes, PreflightHandler):
@@ -571,12 +666,38 @@ class _HtmlFile(_StreamingFixes, _ScriptSafeHtmlFile):
         self.response_over.set()
 
 
+@stream_request_body
 class _SendHandler(_CrossOriginFixes, PollingTransportBase):
-    """Base of xhr_send and jsonp_send: both deliver a JSON array of strings to a session."""
+    """Base of xhr_send and jsonp_send: both deliver a JSON array of strings to a session.
+
+    The body streams in and is kept up to `SockJSSettings.max_payload_bytes`: a larger one is
+    413, refused on its Content-Length or counted and dropped as it arrives."""
+
+    def prepare(self) -> None:
+        self.payload = bytearray()
+        self.payload_size = 0
+        super().prepare()
+        declared = self.request.headers.get("Content-Length", "")
+        if not self._finished and declared.isdigit() and int(declared) > self.server.max_payload_bytes:
+            self.refuse_payload()
+
+    def data_received(self, chunk: bytes) -> None:
+        self.payload_size += len(chunk)
+        if self.payload_size <= self.server.max_payload_bytes:
+            self.payload += chunk
+
+    def refuse_payload(self) -> None:
+        self.preflight()
+        self.set_status(413)
+        self.set_header("Content-Type", "text/plain; charset=UTF-8")
+        self.finish(f"Payload over {self.server.max_payload_bytes} bytes.")
 
     def deliver(self, session_id: str, payload: bytes) -> bool:
         """Hand the payload's messages to the session, or answer with the protocol's error;
         True when delivered."""
+        if self.payload_size > self.server.max_payload_bytes:
+            self.refuse_payload()
+            return False
         self.preflight()
         self.handle_session_cookie()
         self.disable_cache()
@@ -607,7 +728,7 @@ class _SendHandler(_CrossOriginFixes, PollingTransportBase):
 
 class _XhrSend(_SendHandler):
     def post(self, session_id: str) -> None:
-        if self.deliver(session_id, self.request.body):
+        if self.deliver(session_id, bytes(self.payload)):
             self.set_status(204)
 
     def flush(self, include_footers: bool = False) -> asyncio.Future[None]:
@@ -623,13 +744,21 @@ class _JsonpSend(_SendHandler):
         """sockjs-client posts a form with the payload in field ``d``; other clients may post
         the JSON itself."""
         content_type = self.request.headers.get("Content-Type", "")
+        payload = bytes(self.payload)
         if content_type.split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
-            fields = self.request.body_arguments.get("d")
+            fields = parse_qs_bytes(payload, keep_blank_values=True).get("d")
             payload = fields[0] if fields else b""
-        else:
-            payload = self.request.body
         if self.deliver(session_id, payload):
             self.write("ok")
+
+
+def _frame_header(first_byte: int, size: int) -> bytes:
+    """An unmasked websocket frame header (RFC 6455 5.2): servers never mask."""
+    if size < 126:
+        return bytes((first_byte, size))
+    if size < 1 << 16:
+        return struct.pack("!BBH", first_byte, 126, size)
+    return struct.pack("!BBQ", first_byte, 127, size)
 
 
 class _WebSocketFixes(SockJSWebSocketHandler):
@@ -639,6 +768,21 @@ class _WebSocketFixes(SockJSWebSocketHandler):
     pending_bytes = 0
     """Size (in characters) of frames written but not yet flushed to the socket, for
     `SockJSConnection.transport_backlog`."""
+    sent_this_turn = 0
+    """Size of frames sent straight to the socket in loop turn `sent_turn` (see `send_frame`)."""
+    sent_turn = -1
+
+    def unsent_bytes(self) -> int:
+        return self.pending_bytes + (self.sent_this_turn if self.sent_turn == self.server.turn else 0)
+
+    def set_default_headers(self) -> None:
+        for name, value in _SECURITY_HEADERS.items():
+            self.set_header(name, value)
+
+    @property
+    def max_message_size(self) -> int:
+        """Tornado closes the websocket (1009) on a larger message before buffering it whole."""
+        return self.server.max_payload_bytes
 
     def check_origin(self, origin: str) -> bool:
         """Our origin policy instead of the library's default of any origin. Tornado asks only
@@ -652,16 +796,48 @@ class _WebSocketFixes(SockJSWebSocketHandler):
             chunk = None
         return super().finish(chunk)
 
+    def get_compression_options(self) -> None:
+        """No permessage-deflate: `send_pack` writes frames as they are, and compressing each
+        subscriber's copy of a change would cost more than sending it."""
+        return None
+
     def send_pack(self, message: str | bytes, binary: bool = False) -> None:
         """Write a frame; if the client is gone, end the session quietly. The library caught
-        IOError, but Tornado raises WebSocketClosedError, and reports a write that fails later
-        through the returned future, which nobody read (an "exception never retrieved")."""
-        try:
-            written = self.write_message(message, binary)
-        except WebSocketClosedError:
+        IOError, but Tornado raises StreamClosedError here, and reports a write that fails later
+        through the returned future, which nobody read (an "exception never retrieved").
+
+        The frame goes straight to the connection's stream: Tornado's ``write_message`` wraps
+        every write in a new Task, which costs more than the write itself when one change goes
+        out to thousands of sockets (without compression the bytes are the same). When the
+        stream has nothing queued, the frame goes to the socket itself, sparing the stream's
+        buffer and future; what the kernel does not take then queues in the stream as usual."""
+        payload = message.encode("utf-8") if isinstance(message, str) else message
+        self.send_frame(_frame_header(0x82 if binary else 0x81, len(payload)) + payload, len(message))
+
+    def send_frame(self, frame: bytes, size: int) -> None:
+        """Write a complete frame (see `send_pack`); ``size`` is what it counts as backlog."""
+        connection = self.ws_connection
+        stream = connection.stream if connection is not None and not connection.is_closing() else None
+        if stream is None:
             self._client_gone()
             return
-        size = len(message)
+        if type(stream) is IOStream and not stream.writing():
+            try:
+                sent = stream.socket.send(frame)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self._client_gone()
+                return
+            if sent == len(frame):
+                self.server.count_sent(self, size)
+                return
+            frame = frame[sent:]
+        try:
+            written = stream.write(frame)
+        except StreamClosedError:
+            self._client_gone()
+            return
         self.pending_bytes += size
         written.add_done_callback(lambda future: self._check_written(future, size))
 
