@@ -309,9 +309,10 @@ class RealtimeClient:
             await self.send({"type": "auth", "token": await self._token()})
         elif kind == "pong":
             ts = frame.get("ts")
-            future = self._pings.pop(ts, None) if isinstance(ts, float) else None
-            if future is not None and not future.done():
-                future.set_result(time.time() - ts)
+            if isinstance(ts, float):
+                future = self._pings.pop(ts, None)
+                if future is not None and not future.done():
+                    future.set_result(time.time() - ts)
         sub_id = frame.get("sub") or (frame.get("ref") if kind == "error" else None)
         query = self.queries.get(sub_id) if isinstance(sub_id, str) else None
         if query is not None:

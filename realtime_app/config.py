@@ -59,7 +59,7 @@ class Settings:
     max_subscriptions: int = _opt(100, "subscriptions per socket")
     max_connections_per_user: int = _opt(20, "authenticated sockets per user (close 4008 above)")
     outbox_max_frames: int = _opt(10_000, "frames queued for a slow socket before it is closed with 4009")
-    replay_buffer_events: int = _opt(50_000, "recent changes kept for clients that resume with since")
+    replay_buffer_events: int = _opt(10_000, "recent changes kept for clients that resume with since (about 5 KB each)")
     snapshot_max_docs: int = _opt(10_000, "largest live-query result; narrower filters above")
     sockjs_disconnect_delay_s: float = _opt(5.0, "how long a polling session waits for the next poll before it ends")
     sockjs_heartbeat_s: float = _opt(25.0, "SockJS heartbeat interval, keeping proxies from closing idle sockets")
