@@ -12,6 +12,7 @@ from pathlib import Path
 import pymongo
 import pytest
 
+from realtime_app.app import Server
 from realtime_app.client import RealtimeClient
 from realtime_app.embedded_mongo import EmbeddedMongo, find_mongod
 from tests.helpers import ApiClient
@@ -35,14 +36,20 @@ def db_versions(uri: str, db: str, tenant: str) -> dict[str, int]:
         return {str(d["_id"]): d["version"] for d in client[db]["services"].find({"tenant": tenant})}
 
 
-async def test_mongod_killed_and_restarted(spawn_server, own_mongod: EmbeddedMongo) -> None:
-    server = await spawn_server(mongo_uri=own_mongod.uri)
+async def watched_server(spawn_server, mongod: EmbeddedMongo) -> tuple[Server, ApiClient, str, RealtimeClient, FrameChecker]:
+    """A server on `mongod` and a client subscribed to all of tenant t1's services."""
+    server = await spawn_server(mongo_uri=mongod.uri)
     api = ApiClient(server)
     token = api.token(tenant="t1")
     checker = FrameChecker()
     client = RealtimeClient(api.base, token, on_frame=checker)
     await client.connect()
     await client.subscribe("services", sub_id="all")
+    return server, api, token, client, checker
+
+
+async def test_mongod_killed_and_restarted(spawn_server, own_mongod: EmbeddedMongo) -> None:
+    server, api, token, client, checker = await watched_server(spawn_server, own_mongod)
     acknowledged = [(await api.post("/api/v1/services", {"name": f"before{n}", "status": "up"}, token=token)).body["id"]
                     for n in range(20)]
 
@@ -77,13 +84,7 @@ async def test_mongod_killed_and_restarted(spawn_server, own_mongod: EmbeddedMon
 
 
 async def test_primary_steps_down_during_writes(spawn_server, own_mongod: EmbeddedMongo) -> None:
-    server = await spawn_server(mongo_uri=own_mongod.uri)
-    api = ApiClient(server)
-    token = api.token(tenant="t1")
-    checker = FrameChecker()
-    client = RealtimeClient(api.base, token, on_frame=checker)
-    await client.connect()
-    await client.subscribe("services", sub_id="all")
+    server, api, token, client, checker = await watched_server(spawn_server, own_mongod)
     statuses = []
     for n in range(40):
         if n == 10:
