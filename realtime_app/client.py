@@ -93,7 +93,6 @@ class XhrPollingTransport:
         self.base = base_url.rstrip("/") + session_url
         self.origin = base_url.rstrip("/")
         self.http = AsyncHTTPClient(force_instance=True)
-        self._pending: list[list[str]] = []
         self._closed = False
 
     async def _post(self, path: str, body: str = "") -> str:

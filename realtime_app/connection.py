@@ -122,9 +122,10 @@ class RealtimeConnection(SockJSConnection):
         self.outbox.flush(force=True)
         self.close(code, reason)
 
-    def goodbye(self, code: int, reason: str, reconnect_after_ms: int) -> None:
-        self._send({"type": "goodbye", "code": code, "reason": reason, "reconnect_after_ms": reconnect_after_ms})
-        self._close_with(code, reason)
+    def goodbye(self, reason: str, reconnect_after_ms: int) -> None:
+        """The server is going away: tell the client when to come back, then close with 1001."""
+        self._send({"type": "goodbye", "code": CLOSE_GOING_AWAY, "reason": reason, "reconnect_after_ms": reconnect_after_ms})
+        self._close_with(CLOSE_GOING_AWAY, reason)
 
     def _slow_consumer(self) -> None:
         self.realtime.counters.slow_consumer_closes += 1

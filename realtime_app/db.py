@@ -62,9 +62,6 @@ class Database:
         for keys in indexes:
             await self.db[name].create_index([(field, SORT_ORDER[order]) for field, order in keys])
 
-    async def drop(self) -> None:
-        await self.client.drop_database(self.name)
-
     def close(self) -> None:
         self.client.close()
 

@@ -83,9 +83,6 @@ class RateLimited(AppError):
         self.retry_after = retry_after
 
 
-class Unavailable(AppError):
-    status, code, title = 503, "unavailable", "Service unavailable"
-
 
 class AuthRequired(Unauthorized):
     code, title = "auth_required", "Authentication required"

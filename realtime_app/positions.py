@@ -44,6 +44,3 @@ def from_wire(text: object) -> int | None:
 def seconds(position: int) -> int:
     return position >> 48
 
-
-def to_timestamp(position: int) -> Timestamp:
-    return Timestamp(position >> 48, (position >> 16) & 0xFFFFFFFF)

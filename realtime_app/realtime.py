@@ -118,7 +118,7 @@ class Realtime:
     async def stop(self) -> None:
         """Say goodbye to every client, close them, stop the feed."""
         for connection in list(self.connections):
-            connection.goodbye(1001, "server shutting down", self.settings.shutdown_reconnect_after_ms)
+            connection.goodbye("server shutting down", self.settings.shutdown_reconnect_after_ms)
         if self.connections:
             await asyncio.sleep(0.1)  # let the goodbye frames reach the sockets
         if self.feed is not None:

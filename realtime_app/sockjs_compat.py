@@ -220,7 +220,8 @@ class SockJSConnection(_LibraryConnection):
     def send_packed(self, messages: list[str]) -> None:
         """Send messages that are already JSON texts as one frame, ``a[m1,m2]``, so a burst
         costs one write and nothing is encoded twice; sockjs-client hands each over parsed.
-        The raw websocket endpoint has no framing: there each text is one websocket message."""
+        The raw websocket endpoint has no framing: there each message is one websocket message,
+        a JSON string literal sent as the text it stands for, as sockjs-client would hand it over."""
         if not messages or self.is_closed:
             return
         if self.session.send_expects_json:
@@ -234,7 +235,8 @@ class SockJSConnection(_LibraryConnection):
                 self.session.send_jsonified(",".join(messages))
         else:
             for message in messages:
-                self.session.send_message(message)
+                decoded = json.loads(message)
+                self.session.send_message(decoded if isinstance(decoded, str) else message)
 
     def transport_backlog(self) -> int:
         """Bytes handed to this session but not yet written to the socket: messages waiting

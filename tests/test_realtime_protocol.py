@@ -195,3 +195,15 @@ async def test_counts_return_to_zero_after_clients_leave(api: ApiClient) -> None
             break
         await asyncio.sleep(0.1)
     assert not realtime.connections and not realtime.hub.counts() and realtime.users_connected == 0
+
+
+async def test_raw_websocket_endpoint_speaks_the_protocol(api: ApiClient) -> None:
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    ws = await websocket_connect(HTTPRequest(api.base.replace("http", "ws") + "/realtime/websocket", headers={"Origin": api.base}))
+    welcome = json.loads(await ws.read_message())
+    assert welcome["type"] == "welcome"
+    ws.write_message(json.dumps({"type": "auth", "token": api.token()}))
+    assert json.loads(await ws.read_message())["type"] == "auth_ok"
+    ws.close()
