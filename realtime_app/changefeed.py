@@ -35,6 +35,10 @@ HISTORY_LOST_CODES = {280, 286}
 RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 # The stream's server-side wait per getMore: bounds how stale the saved resume token can be.
 MAX_AWAIT_MS = 500
+# Changes MongoDB returned together are dispatched in one loop turn, so each subscriber gets them
+# in one frame; up to this many, or this long, before the loop serves other work.
+TURN_MAX_EVENTS = 256
+TURN_BUDGET_S = 0.02
 
 
 @dataclass(slots=True, eq=False)
@@ -234,13 +238,19 @@ class ChangeFeed(Feed):
             self._start_at = None
             self._started.set()
             log.info("change stream open on %s", ", ".join(self.collections))
+            loop = asyncio.get_running_loop()
             while True:
                 change = await stream.try_next()
+                handled, turn_ends = 0, loop.time() + TURN_BUDGET_S
+                while change is not None:  # this change, then what the same batch brought, within the turn's budget
+                    self.resume_token = stream.resume_token
+                    if await self._handle(change):
+                        return
+                    handled += 1
+                    if handled == TURN_MAX_EVENTS or loop.time() > turn_ends:
+                        break
+                    change = dbmod.received_change(stream)
                 self.resume_token = stream.resume_token
-                if change is None:
-                    continue
-                if await self._handle(change):
-                    return
 
     async def _handle(self, change: dict[str, Any]) -> bool:
         """Process one change; True when the stream was invalidated and must be reopened."""

@@ -114,3 +114,21 @@ async def cluster_time(db: Database) -> Any:
     """MongoDB's current operation time, a Timestamp (None on a standalone server)."""
     reply = await db.db.command("ping")
     return reply.get("operationTime")
+
+
+def received_change(stream: Any) -> Document | None:
+    """The next change of ``stream`` (a motor change stream) if the driver already holds it
+    from the batch it last received, else None; never waits for the network.
+
+    motor runs every ``try_next`` in a thread, so each change would arrive in a loop turn of its
+    own and every subscriber would get one frame per change. Taking what is already received
+    in the same turn lets the hub hand a burst to each connection as one frame. The driver
+    has no public call for "is more buffered", so this asks its cursor; should a driver
+    version lack that, changes simply come one per turn, as before.
+    """
+    delegate = stream.delegate
+    has_next = getattr(getattr(delegate, "_cursor", None), "_has_next", None)
+    if delegate is None or not callable(has_next) or not has_next():
+        return None
+    change: Document | None = delegate.try_next()
+    return change

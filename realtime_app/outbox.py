@@ -3,7 +3,7 @@
 Change frames are keyed by (subscription, document): a newer change to the same document
 replaces the queued one and moves to the back, so positions stay in order and a slow client
 gets the latest state, not every intermediate one. Frames are built only when flushed, and
-everything queued in one loop iteration leaves as one SockJS frame.
+everything queued in one loop iteration leaves as one SockJS frame (up to `MAX_FRAME_CHARS`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 # While the transport still holds this many bytes unsent, keep frames here, where they conflate.
 TRANSPORT_HIGH_WATER_BYTES = 256 * 1024
+# Messages queued together leave as one SockJS frame up to about this size, then start another:
+# clients limit the size of one websocket message (Tornado's to 10 MiB by default).
+MAX_FRAME_CHARS = 64 * 1024
 # How often a blocked outbox looks again at the transport's backlog.
 BLOCKED_RECHECK_S = 0.02
 
@@ -81,6 +84,9 @@ class Outbox:
         self._flush_handle: asyncio.Handle | asyncio.TimerHandle | None = None
         self._batch = batch
         self._in_batch = False
+        self._blocked = False
+        """Whether the last flush found the transport still busy. Only then does a long queue
+        mean the client is behind: a burst queued within one loop turn leaves at the next flush."""
         self.closed = False
         self._stats = stats
 
@@ -105,12 +111,15 @@ class Outbox:
         if self.closed:
             return
         self._queue[key] = item
-        if len(self._queue) > self.max_frames:
-            self.closed = True
-            self._queue.clear()
-            self._on_overflow()
+        if self._blocked and len(self._queue) > self.max_frames:
+            self._overflow()
             return
         self._schedule(0)
+
+    def _overflow(self) -> None:
+        self.closed = True
+        self._queue.clear()
+        self._on_overflow()
 
     def _schedule(self, delay: float) -> None:
         if self._in_batch:
@@ -131,25 +140,36 @@ class Outbox:
         self._flush_handle = None
         if self.closed or not self._queue:
             return
-        if not force and self._backlog() > TRANSPORT_HIGH_WATER_BYTES:
-            self._schedule(BLOCKED_RECHECK_S)
+        self._blocked = not force and self._backlog() > TRANSPORT_HIGH_WATER_BYTES
+        if self._blocked:
+            if len(self._queue) > self.max_frames:
+                self._overflow()
+            else:
+                self._schedule(BLOCKED_RECHECK_S)
             return
-        messages = []
+        messages: list[str] = []
+        size = 0
         oldest_change: float | None = None  # wall time of the batch's first change: its delivery latency is the batch's worst
         for item in self._queue.values():
             if isinstance(item, str):
-                messages.append('"' + item + '"')
+                message = '"' + item + '"'
             else:
                 op = item.op
-                if op is not None:
-                    if oldest_change is None:
-                        oldest_change = item.event.wall_time
-                    messages.append(item.event.message(item.sub_head, op, item.position))
+                if op is None:
+                    continue
+                if oldest_change is None:
+                    oldest_change = item.event.wall_time
+                message = item.event.message(item.sub_head, op, item.position)
+            if size + len(message) > MAX_FRAME_CHARS and messages:
+                self._write(messages)
+                messages, size = [], 0
+            messages.append(message)
+            size += len(message)
         self._queue.clear()
         if messages:
             self._write(messages)
-            if oldest_change is not None and self._stats is not None:
-                self._stats.delivery_latency.observe(max(time.time() - oldest_change, 0.0))
+        if oldest_change is not None and self._stats is not None:
+            self._stats.delivery_latency.observe(max(time.time() - oldest_change, 0.0))
 
     def discard(self, predicate: Callable[[Any], bool]) -> None:
         """Drop queued changes of subscriptions that went away."""

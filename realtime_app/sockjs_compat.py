@@ -106,7 +106,7 @@ _SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DE
 would run script), no framing, no Referer leaking session URLs."""
 _INTERNAL_ERROR = (1011, "Internal error")
 # Frames up to this size are kept for the rest of the loop turn, for other sockets sending the same.
-_SHARED_FRAME_MAX_CHARS = 16 * 1024
+_SHARED_FRAME_MAX_BYTES = 16 * 1024
 
 _IFRAME_PAGE = """<!DOCTYPE html>
 <html>
@@ -229,8 +229,8 @@ class SockJSConnection(_LibraryConnection):
             if isinstance(handler, _WebSocketFixes) and handler.active and not self.session.send_queue:
                 # What the session would do, minus its per-message statistics (unused here), with
                 # the frame's bytes shared by every socket that gets the same messages.
-                text = ",".join(messages)
-                handler.send_frame(handler.server.frame_of(text), len(text) + 3)
+                frame = handler.server.frame_of(messages)
+                handler.send_frame(frame, len(frame))
             else:
                 self.session.send_jsonified(",".join(messages))
         else:
@@ -339,7 +339,7 @@ class SockJSRouter(_LibraryRouter):
         self.turn = 0
         """Counts loop turns in which websocket frames were sent (see `count_sent`)."""
         self._turn_ending = False
-        self._frames: dict[str, bytes] = {}
+        self._frames: dict[tuple[str, ...], bytes] = {}
         self.iframe_page = _IFRAME_PAGE.format(sockjs_url=html.escape(settings.sockjs_url))
         self._routes = _routes(self, settings)
 
@@ -353,15 +353,17 @@ class SockJSRouter(_LibraryRouter):
         routes.extend(self._routes)
         return routes
 
-    def frame_of(self, text: str) -> bytes:
-        """The websocket frame carrying ``a[text]``. A change reaching many sockets passes the
-        same text object to each, so within a loop turn it is encoded once."""
-        frame = self._frames.get(text)
+    def frame_of(self, messages: list[str]) -> bytes:
+        """The websocket frame carrying ``a[m1,m2,...]``. A change reaching many sockets passes
+        the same message objects to each, so within a loop turn the frame is built once: the
+        key is the tuple of messages, whose hash and comparison reuse the strings' own."""
+        key = tuple(messages)
+        frame = self._frames.get(key)
         if frame is None:
-            payload = ("a[" + text + "]").encode("utf-8")
+            payload = ("a[" + ",".join(messages) + "]").encode("utf-8")
             frame = _frame_header(0x81, len(payload)) + payload
-            if len(text) <= _SHARED_FRAME_MAX_CHARS:
-                self._frames[text] = frame
+            if len(payload) <= _SHARED_FRAME_MAX_BYTES:
+                self._frames[key] = frame
                 self._end_turn_soon()
         return frame
 

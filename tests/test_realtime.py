@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -123,3 +124,37 @@ async def test_two_processes_share_one_replica_set(spawn_server) -> None:
         await view.wait_for(lambda v: created["id"] in v.docs)
     finally:
         await subscriber.close()
+
+
+async def test_a_burst_of_changes_reaches_a_websocket_in_few_frames(api: ApiClient, server: Server) -> None:
+    """Changes that MongoDB returns in one batch go out together: one SockJS frame holds several."""
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    url = api.base.replace("http", "ws") + "/realtime/000/burst/websocket"
+    ws = await websocket_connect(HTTPRequest(url, headers={"Origin": api.base}))
+    try:
+        assert await ws.read_message() == "o"
+
+        async def messages() -> list[dict]:
+            frame = await asyncio.wait_for(ws.read_message(), 10)
+            assert isinstance(frame, str) and frame.startswith("a"), frame
+            return [json.loads(m) for m in json.loads(frame[1:])]
+
+        ws.write_message(json.dumps([json.dumps({"type": "auth", "token": api.token()})]))
+        kinds = [m["type"] for m in await messages()]
+        while "snapshot" not in kinds:
+            if "auth_ok" in kinds:
+                ws.write_message(json.dumps([json.dumps({"type": "subscribe", "id": "s", "collection": "services"})]))
+            kinds = [m["type"] for m in await messages()]
+        names = [f"burst-{i}" for i in range(40)]
+        await server.context.db.collection("services").insert_many([{"name": n, "status": "up", "tenant": "t1", "version": 1} for n in names])
+        received, frames = [], 0
+        while len(received) < len(names):
+            batch = [m for m in await messages() if m["type"] == "change"]
+            frames += bool(batch)
+            received += [m["doc"]["name"] for m in batch]
+        assert received == names
+        assert frames < len(names) / 2, f"{len(names)} changes came in {frames} frames"
+    finally:
+        ws.close()
