@@ -25,7 +25,6 @@ from realtime_app.errors import (
     Unauthorized,
     UnknownSubscription,
 )
-from realtime_app.filters import Filter
 from realtime_app.hub import Subscription
 from realtime_app.outbox import Outbox
 from realtime_app.principal import Principal
@@ -252,7 +251,7 @@ class RealtimeConnection(SockJSConnection):
         if len(self.subscriptions) >= settings.max_subscriptions:
             raise TooManySubscriptions(f"at most {settings.max_subscriptions} subscriptions per connection")
         resource = self.realtime.context.store.readable(self.principal, _client_id(frame.get("collection"), "collection"))
-        query = Filter(frame.get("filter"), resource.filterable, settings.max_filter_depth)
+        query = self.realtime.filters.get(resource.name, frame.get("filter"), resource.filterable, settings.max_filter_depth)
         throttle_ms = frame.get("throttle_ms", 0)
         if isinstance(throttle_ms, bool) or not isinstance(throttle_ms, int) or not 0 <= throttle_ms <= MAX_THROTTLE_MS:
             raise BadRequest(f"throttle_ms must be an integer from 0 to {MAX_THROTTLE_MS}")

@@ -9,6 +9,8 @@ BadFilter before it can reach the database.
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -76,6 +78,11 @@ class Filter:
     @property
     def mongo(self) -> dict[str, Any]:
         return self._mongo
+
+    @functools.cached_property
+    def canonical(self) -> str:
+        """The spec as compact JSON with sorted keys: equal for filters that select alike."""
+        return canonical_json(self.spec)
 
     def matches(self, doc: dict[str, Any]) -> bool:
         """Evaluate against a document in API form (string `id`)."""
@@ -218,3 +225,26 @@ def _all_values(tests: list[Callable[[bool, Any], bool]]) -> Callable[[bool, Any
     if len(tests) == 1:
         return tests[0]
     return lambda present, v: all(t(present, v) for t in tests)
+
+
+def canonical_json(spec: Any) -> str:
+    return json.dumps(spec, sort_keys=True, separators=(",", ":"))
+
+
+class FilterCache:
+    """Compiled filters by collection and canonical spec, so that live queries alike (thousands
+    of dashboards watching one view) share one filter instead of each compiling its own."""
+
+    def __init__(self, max_filters: int = 1024):
+        self._compile = functools.lru_cache(maxsize=max_filters)(self._build)
+
+    def get(self, collection: str, spec: Any, allowed_fields: Iterable[str], max_depth: int) -> Filter:
+        try:
+            key = canonical_json(spec)
+        except (TypeError, ValueError):  # not JSON data: let the filter say what is wrong
+            return Filter(spec, allowed_fields, max_depth)
+        return self._compile(collection, key, max_depth, frozenset(allowed_fields))
+
+    @staticmethod
+    def _build(collection: str, key: str, max_depth: int, allowed_fields: frozenset[str]) -> Filter:
+        return Filter(json.loads(key), allowed_fields, max_depth)

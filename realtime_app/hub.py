@@ -46,9 +46,8 @@ class Subscription:
         self.head = encode_basestring_ascii('{"type":"change","sub":' + json.dumps(sub_id))[1:-1]
         # Subscriptions with equal filters and the same tenant scope see a change alike: the first
         # to judge an event records the verdict on it (`ChangeEvent.verdicts`) for the others.
-        self.verdict_key = json.dumps(query.spec, sort_keys=True, separators=(",", ":"))
         self._keyed_for: Principal | None = None
-        self._key: tuple[str, str | None] = (self.verdict_key, None)
+        self._key: tuple[str, str | None] = (query.canonical, None)
         self.floor = 0  # changes at or before this position are already reflected client-side
         self.buffer: list[ChangeEvent] | None = []  # changes held while the snapshot is read
         self.index_tenant: str | None = None
@@ -71,7 +70,7 @@ class Subscription:
         if principal is None:
             return
         if self._keyed_for is not principal:  # a refreshed token may change the tenant scope
-            self._keyed_for, self._key = principal, (self.verdict_key, principal.tenant_scope)
+            self._keyed_for, self._key = principal, (self.query.canonical, principal.tenant_scope)
         key = self._key
         verdict = event.verdicts.get(key)
         if verdict is None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from realtime_app import __version__
 from realtime_app.changefeed import ChangeFeed, Feed
 from realtime_app.config import Settings
+from realtime_app.filters import FilterCache
 from realtime_app.hub import Hub
 from realtime_app.outbox import FlushBatch
 from realtime_app.pollfeed import POLL_INTERVAL_S, PollingFeed
@@ -50,6 +51,7 @@ class Realtime:
         self.context = context
         self.settings: Settings = context.settings
         self.hub = Hub()
+        self.filters = FilterCache()
         self.feed: Feed | None = None
         self.counters = RealtimeCounters()
         self.flushes = FlushBatch()

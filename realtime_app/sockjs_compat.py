@@ -33,7 +33,7 @@ import os
 import re
 import struct
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -783,6 +783,27 @@ class _WebSocketFixes(SockJSWebSocketHandler):
         for name, value in _SECURITY_HEADERS.items():
             self.set_header(name, value)
 
+    def _execute(self, transforms: list[Any], *args: bytes, **kwargs: bytes) -> Coroutine[Any, Any, None]:
+        """A valid upgrade goes straight to Tornado; anything else gets the library's refusal.
+
+        The library checks the upgrade inside a ``gen.coroutine`` whose runner and frame (the
+        request headers among its locals) then live as long as the websocket: about 2 KiB for
+        each open connection."""
+        headers = self.request.headers
+        if (self.request.method == "GET" and headers.get("Upgrade", "").lower() == "websocket"
+                and "upgrade" in {part.strip().lower() for part in headers.get("Connection", "").split(",")}):
+            return super(SockJSWebSocketHandler, self)._execute(transforms, *args, **kwargs)
+        return _awaited(super()._execute(transforms, *args, **kwargs))
+
+    def _release_upgrade_state(self) -> None:
+        """Once the session is open, let go of what only the HTTP upgrade needed (about 3 KiB
+        per connection): the response headers, already sent; the template namespace; the
+        request's links to the HTTP connection the websocket has taken over."""
+        self._headers = httputil.HTTPHeaders()
+        self.ui = None  # as Tornado leaves it after the close
+        self.request.connection = None
+        self.request.server_connection = None
+
     @property
     def max_message_size(self) -> int:
         """Tornado closes the websocket (1009) on a larger message before buffering it whole."""
@@ -856,6 +877,10 @@ class _WebSocketFixes(SockJSWebSocketHandler):
 
 
 class _WebSocket(_WebSocketFixes, WebSocketTransport):
+    def open(self, session_id: str) -> None:
+        super().open(session_id)
+        self._release_upgrade_state()
+
     def on_message(self, message: str | bytes) -> None:
         """Deliver a frame's messages. A malformed frame aborts the connection, as the protocol
         says, logged without a traceback: it is the client's error, not ours."""
@@ -874,7 +899,13 @@ class _WebSocket(_WebSocketFixes, WebSocketTransport):
 
 
 class _RawWebSocket(_WebSocketFixes, RawWebSocketTransport):
-    pass
+    def open(self) -> None:
+        super().open()
+        self._release_upgrade_state()
+
+
+async def _awaited(future: Awaitable[None]) -> None:
+    await future
 
 
 def _routes(router: SockJSRouter, settings: SockJSSettings) -> list[URLSpec]:
