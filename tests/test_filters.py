@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from pymongo.collection import Collection
 
 from realtime_app.errors import BadFilter
-from realtime_app.filters import INT64_MAX, INT64_MIN, MAX_LIST_ITEMS, MAX_TOTAL_NODES, Filter
+from realtime_app.filters import INT64_MAX, INT64_MIN, MAX_LIST_ITEMS, MAX_TOTAL_NODES, Filter, FilterCache
 from realtime_app.resources import Resources
 
 FIELDS = ("a", "b")
@@ -99,6 +99,20 @@ def test_rendering_for_mongodb() -> None:
 def test_rejected(spec: Any) -> None:
     with pytest.raises(BadFilter):
         Filter(spec, ALLOWED)
+
+
+def test_filter_cache_shares_filters_that_select_alike() -> None:
+    cache = FilterCache(max_filters=4)
+    first = cache.get("c", {"a": 1, "b": {"$gt": 2}}, ALLOWED, 8)
+    assert cache.get("c", {"b": {"$gt": 2}, "a": 1}, ALLOWED, 8) is first
+    assert first.matches({"a": 1, "b": 3}) and not first.matches({"a": 1, "b": 2})
+    assert cache.get("other", {"a": 1, "b": {"$gt": 2}}, ALLOWED, 8) is not first
+    assert cache.get("c", {"a": 1, "b": {"$gt": 2}}, ALLOWED, 3) is not first
+    for _ in range(2):  # a refused filter is refused every time, never cached as something else
+        with pytest.raises(BadFilter, match="cannot filter on 'z'"):
+            cache.get("c", {"z": 1}, ALLOWED, 8)
+    with pytest.raises(BadFilter):
+        cache.get("c", {"a": {1, 2}}, ALLOWED, 8)  # not JSON: the filter itself names the problem
 
 
 def test_limits() -> None:
