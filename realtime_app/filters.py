@@ -239,11 +239,8 @@ class FilterCache:
         self._compile = functools.lru_cache(maxsize=max_filters)(self._build)
 
     def get(self, collection: str, spec: Any, allowed_fields: Iterable[str], max_depth: int) -> Filter:
-        try:
-            key = canonical_json(spec)
-        except (TypeError, ValueError):  # not JSON data: let the filter say what is wrong
-            return Filter(spec, allowed_fields, max_depth)
-        return self._compile(collection, key, max_depth, frozenset(allowed_fields))
+        """``spec`` as parsed from JSON (None for no filter)."""
+        return self._compile(collection, canonical_json(spec), max_depth, frozenset(allowed_fields))
 
     @staticmethod
     def _build(collection: str, key: str, max_depth: int, allowed_fields: frozenset[str]) -> Filter:
