@@ -96,7 +96,8 @@ class ChangeEvent:
         return {tenant for tenant in found if isinstance(tenant, str)}
 
 
-EventSink = Callable[[ChangeEvent], None]
+EventSink = Callable[[ChangeEvent, bool], None]
+"""Takes each event and whether it is the last of its loop turn (nothing else to dispatch with it)."""
 ResyncSink = Callable[[Iterable[str] | None], None]
 
 
@@ -158,14 +159,14 @@ class Feed:
         self.last_error = dbmod.describe(exc)
         self._started.set()  # start-up does not wait forever on a failing feed
 
-    def _publish(self, event: ChangeEvent) -> None:
+    def _publish(self, event: ChangeEvent, last_in_turn: bool = False) -> None:
         if len(self.replay) == self.replay.maxlen and self.replay:
             self.horizon = self.replay[0].position
         self.replay.append(event)
         self.head = event.position
         self.events_total += 1
         self.last_event_wall_time = event.wall_time
-        self.on_event(event)
+        self.on_event(event, last_in_turn)
         asyncio.get_running_loop().call_soon(event.release_caches)
 
 
@@ -243,20 +244,21 @@ class ChangeFeed(Feed):
                 change = await stream.try_next()
                 handled, turn_ends = 0, loop.time() + TURN_BUDGET_S
                 while change is not None:  # this change, then what the same batch brought, within the turn's budget
-                    self.resume_token = stream.resume_token
-                    if await self._handle(change):
+                    token = stream.resume_token
+                    within_budget = handled + 1 < TURN_MAX_EVENTS and loop.time() < turn_ends
+                    following = dbmod.received_change(stream) if within_budget else None
+                    self.resume_token = token
+                    if await self._handle(change, last_in_turn=following is None):
                         return
                     handled += 1
-                    if handled == TURN_MAX_EVENTS or loop.time() > turn_ends:
-                        break
-                    change = dbmod.received_change(stream)
+                    change = following
                 self.resume_token = stream.resume_token
 
-    async def _handle(self, change: dict[str, Any]) -> bool:
+    async def _handle(self, change: dict[str, Any], last_in_turn: bool) -> bool:
         """Process one change; True when the stream was invalidated and must be reopened."""
         operation = change["operationType"]
         if operation in DOCUMENT_OPERATIONS:
-            self._publish(await self._decode(change))
+            self._publish(await self._decode(change), last_in_turn)
             return False
         collection = change.get("ns", {}).get("coll")
         if operation in ("drop", "rename"):

@@ -9,11 +9,12 @@ everything queued in one loop iteration leaves as one SockJS frame (up to `MAX_F
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any
@@ -57,6 +58,17 @@ class FlushBatch:
 
     def __init__(self) -> None:
         self._due: list[Outbox] = []
+        self.writing_at_once = False
+        """Set while the last change of a loop turn is routed: outboxes then flush as it reaches
+        them, so the first sockets need not wait until every subscription has been offered it."""
+
+    @contextlib.contextmanager
+    def at_once(self) -> Iterator[None]:
+        self.writing_at_once = True
+        try:
+            yield
+        finally:
+            self.writing_at_once = False
 
     def add(self, outbox: Outbox) -> None:
         if not self._due:
@@ -122,6 +134,9 @@ class Outbox:
         self._on_overflow()
 
     def _schedule(self, delay: float) -> None:
+        if not delay and self._batch is not None and self._batch.writing_at_once:
+            self.flush()
+            return
         if self._in_batch:
             return
         if not delay and self._batch is not None and self._flush_handle is None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from realtime_app import __version__
-from realtime_app.changefeed import ChangeFeed, Feed
+from realtime_app.changefeed import ChangeEvent, ChangeFeed, Feed
 from realtime_app.config import Settings
 from realtime_app.filters import FilterCache
 from realtime_app.hub import Hub
@@ -65,7 +65,7 @@ class Realtime:
         from realtime_app.connection import RealtimeConnection
 
         context = self.context
-        feed_args = (context.db, context.resources.names, self.hub.dispatch, self.hub.resync, self.settings.replay_buffer_events)
+        feed_args = (context.db, context.resources.names, self._dispatch, self.hub.resync, self.settings.replay_buffer_events)
         if await context.db.supports_change_streams():
             self.feed = ChangeFeed(*feed_args, store=context.store)
         else:
@@ -81,6 +81,16 @@ class Realtime:
             disconnect_delay=self.settings.sockjs_disconnect_delay_s,
             heartbeat_delay=self.settings.sockjs_heartbeat_s,
         ))
+
+    def _dispatch(self, event: ChangeEvent, last_in_turn: bool) -> None:
+        """Route an event to its subscriptions. The last event of a loop turn goes out to each
+        socket as soon as it is routed there, with whatever the turn queued before it; events
+        with more to follow wait, so each socket gets the whole burst as one frame."""
+        if last_in_turn:
+            with self.flushes.at_once():
+                self.hub.dispatch(event)
+        else:
+            self.hub.dispatch(event)
 
     async def _feed_readiness(self) -> str | None:
         return self.feed.readiness() if self.feed is not None else "the change feed has not started"

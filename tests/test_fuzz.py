@@ -31,6 +31,7 @@ from tornado.websocket import websocket_connect
 
 from realtime_app.client import ConnectionClosed, RealtimeClient
 from realtime_app.filters import FIELD_OPERATORS, LOGICAL_OPERATORS
+from realtime_app.sockjs_compat import DEFAULT_MAX_PAYLOAD_BYTES
 from tests.background import BackgroundServer, ErrorRecords, background_server
 
 PROTOCOL_ERROR_CODES = {
@@ -239,7 +240,12 @@ def check_frame(frame: dict[str, Any]) -> None:
 
 
 async def exchange(bg: BackgroundServer, messages: list[str], *, authenticate: bool) -> list[dict[str, Any]]:
-    """Send `messages` as they are, then a ping; the frames up to its pong (or the close)."""
+    """Send `messages` as they are, then a ping; the frames up to its pong (or the close).
+
+    A websocket message over the transport's limit is refused by Tornado, which sends 1009 and
+    drops the connection at once, its input unread: the kernel then resets the connection, and
+    the reset can overtake the close frame. Only then may the client see 1006."""
+    may_be_reset = any(len(json.dumps([message]).encode()) > DEFAULT_MAX_PAYLOAD_BYTES for message in messages)
     client = FuzzClient(bg.base, bg.token(), reconnect=False)
     await client.connect(authenticate=authenticate)
     received: list[dict[str, Any]] = []
@@ -254,7 +260,8 @@ async def exchange(bg: BackgroundServer, messages: list[str], *, authenticate: b
         while True:
             frame = await client.next_frame(timeout=WAIT_S)
             received.append(frame)
-            check_frame(frame)
+            if not (may_be_reset and frame["type"] == "_closed" and frame["code"] == 1006):
+                check_frame(frame)
             if frame["type"] == "_closed" or (frame["type"] == "pong" and frame.get("ts") == barrier):
                 return received
     finally:
