@@ -247,8 +247,14 @@ class ChangeFeed(Feed):
                     token = stream.resume_token
                     within_budget = handled + 1 < TURN_MAX_EVENTS and loop.time() < turn_ends
                     following = dbmod.received_change(stream) if within_budget else None
-                    self.resume_token = token
-                    if await self._handle(change, last_in_turn=following is None):
+                    same_time = self._same_time
+                    try:
+                        invalidated = await self._handle(change, last_in_turn=following is None)
+                    except BaseException:
+                        self._same_time = same_time  # the reopened stream brings this change again, at the same position
+                        raise
+                    self.resume_token = token  # only now: a change that failed is not skipped
+                    if invalidated:
                         return
                     handled += 1
                     change = following

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 TokenSource = str | Callable[[], Awaitable[str]]
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.2, 30.0
+# Frames kept for `RealtimeClient.next_frame` when nobody reads them (each is a parsed dict).
+FRAMES_KEPT = 10_000
 # Close codes after which reconnecting cannot help.
 FINAL_CLOSE_CODES = {4001, 4003}
 
@@ -198,7 +200,9 @@ class RealtimeClient:
         self.reconnect = reconnect
         self.on_frame = on_frame
         self.queries: dict[str, LiveQuery] = {}
-        self.frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue(FRAMES_KEPT)
+        """Frames for `next_frame`, the newest `FRAMES_KEPT`: a client that only reads its live
+        queries' views must not keep every frame it ever received."""
         self.closed: ConnectionClosed | None = None
         self.connections = 0
         self.welcome: dict[str, Any] | None = None
@@ -291,7 +295,7 @@ class RealtimeClient:
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(self.closed)
             self._ready.exception()  # connect() may not be waiting: do not warn about it
-        await self.frames.put({"type": "_closed", "code": self.closed.code, "reason": self.closed.reason})
+        self._keep({"type": "_closed", "code": self.closed.code, "reason": self.closed.reason})
         wants_reconnect = self.reconnect and not self._stopping and self.closed.code not in FINAL_CLOSE_CODES
         if wants_reconnect and (self._reconnecting is None or self._reconnecting.done()):
             self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
@@ -316,7 +320,12 @@ class RealtimeClient:
         query = self.queries.get(sub_id) if isinstance(sub_id, str) else None
         if query is not None:
             await query._apply(frame)
-        await self.frames.put(frame)
+        self._keep(frame)
+
+    def _keep(self, frame: dict[str, Any]) -> None:
+        if self.frames.full():
+            self.frames.get_nowait()  # the oldest goes
+        self.frames.put_nowait(frame)
 
     async def _reconnect(self) -> None:
         delay = BACKOFF_FIRST_S

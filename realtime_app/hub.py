@@ -67,7 +67,7 @@ class Subscription:
             self.buffer.append(event)
             return
         principal = self.owner.principal
-        if principal is None:
+        if principal is None or self.owner.outbox.closed:
             return
         if self._keyed_for is not principal:  # a refreshed token may change the tenant scope
             self._keyed_for, self._key = principal, (self.query.canonical, principal.tenant_scope)

@@ -96,9 +96,6 @@ class Outbox:
         self._flush_handle: asyncio.Handle | asyncio.TimerHandle | None = None
         self._batch = batch
         self._in_batch = False
-        self._blocked = False
-        """Whether the last flush found the transport still busy. Only then does a long queue
-        mean the client is behind: a burst queued within one loop turn leaves at the next flush."""
         self.closed = False
         self._stats = stats
 
@@ -123,7 +120,9 @@ class Outbox:
         if self.closed:
             return
         self._queue[key] = item
-        if self._blocked and len(self._queue) > self.max_frames:
+        if len(self._queue) > self.max_frames and self._backlog() > TRANSPORT_HIGH_WATER_BYTES:
+            # Too many waiting behind a busy socket. (A burst queued within one loop turn may
+            # exceed the count while the socket keeps up; it leaves at the next flush.)
             self._overflow()
             return
         self._schedule(0)
@@ -135,7 +134,10 @@ class Outbox:
 
     def _schedule(self, delay: float) -> None:
         if not delay and self._batch is not None and self._batch.writing_at_once:
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # as in FlushBatch: one connection's failure must not stop the change's routing
+                log.exception("flushing an outbox failed")
             return
         if self._in_batch:
             return
@@ -155,17 +157,18 @@ class Outbox:
         self._flush_handle = None
         if self.closed or not self._queue:
             return
-        self._blocked = not force and self._backlog() > TRANSPORT_HIGH_WATER_BYTES
-        if self._blocked:
+        if not force and self._backlog() > TRANSPORT_HIGH_WATER_BYTES:
             if len(self._queue) > self.max_frames:
                 self._overflow()
             else:
                 self._schedule(BLOCKED_RECHECK_S)
             return
+        queued = list(self._queue.values())
+        self._queue.clear()  # before writing: a write that fails must not leave sent frames queued
         messages: list[str] = []
         size = 0
         oldest_change: float | None = None  # wall time of the batch's first change: its delivery latency is the batch's worst
-        for item in self._queue.values():
+        for item in queued:
             if isinstance(item, str):
                 message = '"' + item + '"'
             else:
@@ -180,7 +183,6 @@ class Outbox:
                 messages, size = [], 0
             messages.append(message)
             size += len(message)
-        self._queue.clear()
         if messages:
             self._write(messages)
         if oldest_change is not None and self._stats is not None:

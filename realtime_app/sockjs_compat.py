@@ -107,6 +107,8 @@ would run script), no framing, no Referer leaking session URLs."""
 _INTERNAL_ERROR = (1011, "Internal error")
 # Frames up to this size are kept for the rest of the loop turn, for other sockets sending the same.
 _SHARED_FRAME_MAX_BYTES = 16 * 1024
+# ... and up to this much in all: sockets that each get different frames do not fill memory.
+_SHARED_FRAMES_MAX_BYTES = 8 * 1024 * 1024
 
 _IFRAME_PAGE = """<!DOCTYPE html>
 <html>
@@ -340,6 +342,7 @@ class SockJSRouter(_LibraryRouter):
         """Counts loop turns in which websocket frames were sent (see `count_sent`)."""
         self._turn_ending = False
         self._frames: dict[tuple[str, ...], bytes] = {}
+        self._frames_bytes = 0
         self.iframe_page = _IFRAME_PAGE.format(sockjs_url=html.escape(settings.sockjs_url))
         self._routes = _routes(self, settings)
 
@@ -362,8 +365,9 @@ class SockJSRouter(_LibraryRouter):
         if frame is None:
             payload = ("a[" + ",".join(messages) + "]").encode("utf-8")
             frame = _frame_header(0x81, len(payload)) + payload
-            if len(payload) <= _SHARED_FRAME_MAX_BYTES:
+            if len(payload) <= _SHARED_FRAME_MAX_BYTES and self._frames_bytes < _SHARED_FRAMES_MAX_BYTES:
                 self._frames[key] = frame
+                self._frames_bytes += len(frame)
                 self._end_turn_soon()
         return frame
 
@@ -384,6 +388,7 @@ class SockJSRouter(_LibraryRouter):
         self.turn += 1
         self._turn_ending = False
         self._frames.clear()
+        self._frames_bytes = 0
 
     def sessions_by_transport(self) -> dict[str, int]:
         """Open sessions per transport name, for metrics."""

@@ -155,7 +155,7 @@ class FuzzClient(RealtimeClient):
     async def _handle(self, frame: dict[str, Any]) -> None:
         ts = frame.get("ts")
         if frame.get("type") == "pong" and (isinstance(ts, bool) or not isinstance(ts, (int, float))):
-            await self.frames.put(frame)
+            self._keep(frame)
             return
         await super()._handle(frame)
 

@@ -158,3 +158,12 @@ async def test_a_burst_of_changes_reaches_a_websocket_in_few_frames(api: ApiClie
         assert frames < len(names) / 2, f"{len(names)} changes came in {frames} frames"
     finally:
         ws.close()
+
+
+async def test_the_client_keeps_only_the_newest_unread_frames(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that only reads its views must not hold every frame it ever received."""
+    monkeypatch.setattr("realtime_app.client.FRAMES_KEPT", 3)
+    client = RealtimeClient("http://127.0.0.1:1", "token")
+    for n in range(5):
+        client._keep({"type": "pong", "ts": n})
+    assert [(await client.next_frame(timeout=1))["ts"] for _ in range(3)] == [2, 3, 4]
