@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import time
+import weakref
 
 import pytest
 
@@ -91,3 +93,28 @@ async def test_writing_at_once_keeps_one_failure_local(caplog: pytest.LogCapture
             put(outbox, "d1")  # written as it is put, without waiting for the loop to turn
     assert healthy.doc_ids() == ["d1"]
     assert [record.getMessage() for record in caplog.records] == ["flushing an outbox failed"]
+
+
+def test_a_closed_outbox_lets_go_of_its_connection() -> None:
+    """Freed by reference counting at once, not left for the (rarely run) cyclic collector."""
+
+    class Connection:
+        def __init__(self) -> None:
+            self.outbox = Outbox(self.write, self.backlog, self.overflow, 10)
+
+        def write(self, messages: list[str]) -> None: ...
+
+        def backlog(self) -> int:
+            return 0
+
+        def overflow(self) -> None: ...
+
+    gc.disable()
+    try:
+        connection = Connection()
+        gone = weakref.ref(connection)
+        connection.outbox.close()
+        del connection
+        assert gone() is None
+    finally:
+        gc.enable()
