@@ -2,7 +2,7 @@
 read-only board, every SockJS transport, a server restart, the REST polling fallback, and
 document fields rendered as text.
 
-Playwright's sync API drives Debian's chromium. The app servers run on an event loop of their
+Playwright's sync API drives headless Chromium (tests/chromium.py). The app servers run on an event loop of their
 own in a thread (tests/background.py), so these tests are plain synchronous functions. One
 server serves the module; each test gets a tenant of its own (users made with UserStore,
 documents made through the REST API), so tests share the server but never see each other's
@@ -32,13 +32,10 @@ from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, 
 from realtime_app.app import Server
 from realtime_app.auth import UserStore
 from realtime_app.config import settings_from
+from tests import chromium
 from tests.background import BackgroundServer, background_server
 from tests.conftest import PHASE_REPORTS, TEST_JWT_SECRET
 
-CHROMIUM = Path("/usr/bin/chromium")
-# Headless, and off the network: no QUIC, no first-run, update, sync or background requests.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TRANSPORTS = ["websocket", "xhr-streaming", "xhr-polling", "eventsource", "iframe-eventsource", "iframe-htmlfile",
               "iframe-xhr-polling", "jsonp-polling"]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -134,10 +131,8 @@ def make_tenant(background: BackgroundServer, server: Server, base: str) -> Tena
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} is missing: the browser tests need Debian's chromium (apt-get install chromium)", pytrace=False)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = chromium.launch(playwright)
         yield browser
         browser.close()
 

@@ -23,7 +23,7 @@ def test_every_setting_is_documented_with_its_default() -> None:
 
 
 def test_scripts_named_in_the_readme_exist_and_are_executable() -> None:
-    for name in set(re.findall(r"scripts/([a-z][a-z-]+)", README)):
+    for name in set(re.findall(r"scripts/([a-z][a-z_.-]*[a-z])", README)):
         path = ROOT / "scripts" / name
         assert path.is_file(), f"README names scripts/{name}, which does not exist"
         assert os.access(path, os.X_OK), f"scripts/{name} is not executable"
