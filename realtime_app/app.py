@@ -128,8 +128,8 @@ class Server:
         resources = load_resources(settings)
         await self._start_database()
         assert self.db is not None
-        store = DocumentStore(self.db, resources, default_limit=settings.list_default_limit,
-                              max_limit=settings.list_max_limit, max_filter_depth=settings.max_filter_depth)
+        store = DocumentStore(self.db, resources, default_limit=settings.list_default_limit, max_limit=settings.list_max_limit,
+                              max_filter_depth=settings.max_filter_depth, max_filter_cost=settings.max_filter_cost)
         await store.prepare()
         users = UserStore(self.db)
         tokens = TokenService(settings)

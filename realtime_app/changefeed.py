@@ -57,6 +57,21 @@ class ChangeEvent:
     """(filter, tenant scope) -> visible before and after; filled by the hub's subscriptions."""
     _doc_json: str | None = None
     _messages: dict[tuple[str, str, int], str] = field(default_factory=dict)
+    _document_size: int = -1
+
+    @property
+    def document_json(self) -> str:
+        """The document after the change as compact JSON; built once per loop turn."""
+        if self._doc_json is None:
+            self._doc_json = json.dumps(self.after, ensure_ascii=False, separators=(",", ":"))
+        return self._doc_json
+
+    @property
+    def document_size(self) -> int:
+        """Length of `document_json` (0 when deleted): what a queued copy of the change weighs."""
+        if self._document_size < 0:
+            self._document_size = len(self.document_json) if self.after is not None else 0
+        return self._document_size
 
     def escaped_tail(self, op: str, position: int) -> str:
         """The frame after `"sub":<id>`, JSON-string-escaped for SockJS; built once per variant."""
@@ -65,9 +80,7 @@ class ChangeEvent:
         if tail is None:
             parts = [',"op":"', op, '","id":', json.dumps(self.doc_id)]
             if op != "removed":
-                if self._doc_json is None:
-                    self._doc_json = json.dumps(self.after, ensure_ascii=False, separators=(",", ":"))
-                parts += [',"doc":', self._doc_json]
+                parts += [',"doc":', self.document_json]
             parts += [',"position":"', positions.to_wire(position), '","cause":"', self.cause, '"}']
             tail = self._tails[key] = encode_basestring_ascii("".join(parts))[1:-1]
         return tail
@@ -174,15 +187,16 @@ class ChangeFeed(Feed):
     """Follows one MongoDB change stream over the served collections; owns its resume token."""
 
     def __init__(self, database: dbmod.Database, collections: list[str], on_event: EventSink, on_resync: ResyncSink,
-                 replay_capacity: int, store: DocumentStore):
+                 replay_capacity: int, store: DocumentStore, snapshot_max_bytes: int | None = None):
         super().__init__(database, collections, on_event, on_resync, replay_capacity)
         self.store = store
+        self.snapshot_max_bytes = snapshot_max_bytes
         self.resume_token: Any = None
         self._same_time: tuple[Any, int] = (None, 0)
         self._start_at: Any = None  # the cluster time to open a token-less stream at
 
     async def snapshot(self, principal: Principal, resource: Resource, query: Filter, max_docs: int) -> tuple[list[dict[str, Any]], int]:
-        docs, at = await self.store.snapshot(principal, resource, query, max_docs)
+        docs, at = await self.store.snapshot(principal, resource, query, max_docs, self.snapshot_max_bytes)
         return docs, positions.after_all_at(at)
 
     async def _run(self) -> None:

@@ -50,6 +50,7 @@ class Settings:
     list_default_limit: int = _opt(50, "page size when a list asks for none")
     list_max_limit: int = _opt(500, "largest page a list may ask for")
     max_filter_depth: int = _opt(8, "deepest nesting a filter may have")
+    max_filter_cost: int = _opt(1000, "conditions plus listed values one filter may hold (REST lists and live queries)")
     allowed_origins: str = _opt("", "comma-separated browser origins allowed besides the server's own; * for any")
     auth_timeout_s: float = _opt(10.0, "a socket must authenticate within this many seconds (close 4001)")
     reauth_lead_s: float = _opt(60.0, "send reauth_required this long before a socket's token expires")
@@ -57,10 +58,15 @@ class Settings:
     frames_per_second: float = _opt(20.0, "sustained client frames per second per socket (error, then close 4008)")
     frame_burst: int = _opt(40, "client frames allowed in a burst above frames_per_second")
     max_subscriptions: int = _opt(100, "subscriptions per socket")
+    snapshots_per_second: float = _opt(2.0, "subscribe and refresh frames per second per socket, sustained (error above)")
+    snapshot_burst: int = _opt(20, "subscribe and refresh frames allowed in a burst above snapshots_per_second")
+    live_filter_cost_per_user: int = _opt(5000, "cost of one user's distinct live-query filters, all sockets together")
     max_connections_per_user: int = _opt(20, "authenticated sockets per user (close 4008 above)")
     outbox_max_frames: int = _opt(10_000, "frames queued for a slow socket before it is closed with 4009")
+    outbox_max_bytes: int = _opt(16 * 1024 * 1024, "bytes queued for a slow socket before it is closed with 4009")
     replay_buffer_events: int = _opt(10_000, "recent changes kept for clients that resume with since (about 5 KB each)")
     snapshot_max_docs: int = _opt(10_000, "largest live-query result; narrower filters above")
+    snapshot_max_bytes: int = _opt(8 * 1024 * 1024, "largest live-query result in bytes as stored; narrower filters above")
     sockjs_disconnect_delay_s: float = _opt(5.0, "how long a polling session waits for the next poll before it ends")
     sockjs_heartbeat_s: float = _opt(25.0, "SockJS heartbeat interval, keeping proxies from closing idle sockets")
     shutdown_reconnect_after_ms: int = _opt(2000, "in the goodbye frame on shutdown: when clients should reconnect")
@@ -175,18 +181,22 @@ def validate(settings: Settings) -> None:
         raise ConfigError("list limits must satisfy 1 <= list_default_limit <= list_max_limit")
     if settings.max_body_bytes < 1024:
         raise ConfigError("max_body_bytes must be at least 1024")
-    for name in ("access_token_ttl_s", "refresh_token_ttl_s", "login_attempts_per_minute", "max_filter_depth"):
+    for name in ("access_token_ttl_s", "refresh_token_ttl_s", "login_attempts_per_minute", "max_filter_depth", "max_filter_cost"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"{name} must be at least 1")
     if not 0 <= settings.jwt_leeway_s <= 300:
         raise ConfigError("jwt_leeway_s must be from 0 to 300 seconds")
-    for name in ("auth_timeout_s", "frames_per_second", "sockjs_disconnect_delay_s", "sockjs_heartbeat_s"):
+    for name in ("auth_timeout_s", "frames_per_second", "snapshots_per_second", "sockjs_disconnect_delay_s", "sockjs_heartbeat_s"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{name} must be positive")
-    for name in ("max_frame_bytes", "frame_burst", "max_subscriptions", "max_connections_per_user",
-                 "outbox_max_frames", "replay_buffer_events", "snapshot_max_docs"):
+    for name in ("max_frame_bytes", "frame_burst", "max_subscriptions", "max_connections_per_user", "snapshot_burst",
+                 "live_filter_cost_per_user", "outbox_max_frames", "replay_buffer_events", "snapshot_max_docs"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"{name} must be at least 1")
+    if settings.outbox_max_bytes < 1024 * 1024 or settings.snapshot_max_bytes < 64 * 1024:
+        raise ConfigError("outbox_max_bytes must be at least 1 MiB and snapshot_max_bytes at least 64 KiB")
+    if settings.snapshot_max_bytes > settings.outbox_max_bytes:
+        raise ConfigError("snapshot_max_bytes must not exceed outbox_max_bytes, or a full snapshot would close its own socket")
     if settings.resources_file and not Path(settings.resources_file).is_file():
         raise ConfigError(f"resources file not found: {settings.resources_file}")
 

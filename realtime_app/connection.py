@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import itertools
 import logging
 import time
@@ -18,8 +19,10 @@ from realtime_app import jsoncodec, positions
 from realtime_app.errors import (
     AppError,
     AuthRequired,
+    BadFilter,
     BadRequest,
     Forbidden,
+    RateLimited,
     TokenExpired,
     TooManySubscriptions,
     Unauthorized,
@@ -42,6 +45,9 @@ MAX_THROTTLE_MS = 60_000
 RATE_LIMIT_STRIKES = 20
 # Retries of a snapshot while MongoDB is unreachable; the subscription stays and waits.
 SNAPSHOT_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 5.0)
+# Snapshots one socket reads from MongoDB at the same time; the others wait their turn, so a
+# socket subscribing to many queries at once holds a few results in memory, not all.
+SNAPSHOT_READS_AT_ONCE = 4
 CLOSE_AUTH, CLOSE_FORBIDDEN, CLOSE_POLICY, CLOSE_SLOW, CLOSE_GOING_AWAY = 4001, 4003, 4008, 4009, 1001
 
 PROTOCOL_CODES = {"bad_request": "bad_frame", "precondition_failed": "bad_frame", "invalid_document": "bad_frame"}
@@ -80,11 +86,14 @@ class RealtimeConnection(SockJSConnection):
         self.principal: Principal | None = None
         self.subscriptions: dict[str, Subscription] = {}
         self.outbox = Outbox(self._write, self.transport_backlog, self._slow_consumer, settings.outbox_max_frames,
-                             self.realtime.counters, self.realtime.flushes)
+                             self.realtime.counters, self.realtime.flushes, max_bytes=settings.outbox_max_bytes,
+                             conflate=self.groups_messages)
         self._bucket = TokenBucket(settings.frames_per_second, settings.frame_burst)
+        self._snapshot_bucket = TokenBucket(settings.snapshots_per_second, settings.snapshot_burst)
+        self._snapshot_reads = asyncio.Semaphore(SNAPSHOT_READS_AT_ONCE)
+        self._snapshot_tasks: dict[str, asyncio.Task[None]] = {}
         self._strikes = 0
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self._reauth_asked_for = 0.0
         self.realtime.register(self)
@@ -251,11 +260,14 @@ class RealtimeConnection(SockJSConnection):
         if len(self.subscriptions) >= settings.max_subscriptions:
             raise TooManySubscriptions(f"at most {settings.max_subscriptions} subscriptions per connection")
         resource = self.realtime.context.store.readable(self.principal, _client_id(frame.get("collection"), "collection"))
-        query = self.realtime.filters.get(resource.name, frame.get("filter"), resource.filterable, settings.max_filter_depth)
+        query = self.realtime.filters.get(resource.name, frame.get("filter"), resource.filterable, settings.max_filter_depth,
+                                          settings.max_filter_cost)
         throttle_ms = frame.get("throttle_ms", 0)
         if isinstance(throttle_ms, bool) or not isinstance(throttle_ms, int) or not 0 <= throttle_ms <= MAX_THROTTLE_MS:
             raise BadRequest(f"throttle_ms must be an integer from 0 to {MAX_THROTTLE_MS}")
         since = frame.get("since")
+        self._take_snapshot_turn()
+        self.realtime.filter_budget.reserve(self.principal.user, resource.name, query)
         sub = Subscription(self, sub_id, resource.name, query, throttle_ms)
         self.subscriptions[sub_id] = sub
         self.realtime.hub.add(sub, self.principal.tenant_scope)
@@ -270,12 +282,20 @@ class RealtimeConnection(SockJSConnection):
             self._load_snapshot(sub, recovered=False if since is not None else None)
 
     def _load_snapshot(self, sub: Subscription, recovered: bool | None) -> None:
-        """Read the query's result in the background; changes arriving meanwhile wait in its buffer."""
+        """Read the query's result in the background; changes arriving meanwhile wait in its
+        buffer. A read still under way for the subscription is cancelled: its result is stale."""
         sub.buffer = sub.buffer if sub.buffer is not None else []
         sub.generation += 1
+        previous = self._snapshot_tasks.pop(sub.id, None)
+        if previous is not None:
+            previous.cancel()
         task = asyncio.get_running_loop().create_task(self._read_snapshot(sub, sub.generation, recovered))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._snapshot_tasks[sub.id] = task
+        task.add_done_callback(functools.partial(self._snapshot_read_done, sub.id))
+
+    def _snapshot_read_done(self, sub_id: str, task: asyncio.Task[None]) -> None:
+        if self._snapshot_tasks.get(sub_id) is task:
+            del self._snapshot_tasks[sub_id]
 
     async def _read_snapshot(self, sub: Subscription, generation: int, recovered: bool | None) -> None:
         assert self.principal is not None
@@ -283,7 +303,9 @@ class RealtimeConnection(SockJSConnection):
         resource = realtime.context.resources.get(sub.collection)
         for attempt in itertools.count():
             try:
-                docs, position = await realtime.live_feed.snapshot(self.principal, resource, sub.query, realtime.settings.snapshot_max_docs)
+                async with self._snapshot_reads:
+                    docs, position = await realtime.live_feed.snapshot(self.principal, resource, sub.query,
+                                                                       realtime.settings.snapshot_max_docs)
                 break
             except AppError as exc:
                 if self.subscriptions.get(sub.id) is sub:
@@ -302,7 +324,15 @@ class RealtimeConnection(SockJSConnection):
         frame: dict[str, Any] = {"type": "snapshot", "sub": sub.id, "docs": docs, "position": positions.to_wire(position)}
         if recovered is not None:
             frame["recovered"] = recovered
-        self._send(frame)
+        text = jsoncodec.dumps(frame)
+        if len(text) > realtime.settings.snapshot_max_bytes:
+            self._remove(sub)
+            self._error(BadFilter(f"the query's snapshot is {len(text)} bytes, over the limit of {realtime.settings.snapshot_max_bytes}; "
+                                  "narrow the filter"), sub.id)
+            return
+        # The snapshot supersedes whatever of this subscription is still queued, an older snapshot included.
+        self.outbox.discard(lambda key: key[0] == sub.id)
+        self.outbox.put_frame(text, key=(sub.id, None))
         sub.go_live(position)
 
     def resync(self, subscription: Subscription) -> None:
@@ -316,8 +346,16 @@ class RealtimeConnection(SockJSConnection):
 
     def _refresh(self, frame: dict[str, Any]) -> None:
         sub = self._existing(frame)
+        self._take_snapshot_turn()
         sub.buffer = []
         self._load_snapshot(sub, recovered=None)
+
+    def _take_snapshot_turn(self) -> None:
+        """Subscribing and refreshing read and send a whole result: they have a rate of their own."""
+        if not self._snapshot_bucket.take():
+            self.realtime.counters.rate_limited += 1
+            rate = self.realtime.settings.snapshots_per_second
+            raise RateLimited(f"more than {rate:g} subscribe or refresh frames per second; wait and send it again", 1 / rate)
 
     def _existing(self, frame: dict[str, Any]) -> Subscription:
         sub_id = _client_id(frame.get("id"))
@@ -327,9 +365,16 @@ class RealtimeConnection(SockJSConnection):
         return sub
 
     def _remove(self, sub: Subscription) -> None:
-        self.subscriptions.pop(sub.id, None)
+        if self.subscriptions.get(sub.id) is not sub:
+            return
+        del self.subscriptions[sub.id]
         self.realtime.hub.remove(sub)
+        assert self.principal is not None
+        self.realtime.filter_budget.release(self.principal.user, sub.collection, sub.query)
         sub.close()
+        task = self._snapshot_tasks.pop(sub.id, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
         self.outbox.discard(lambda key: key[0] == sub.id)
 
     # -- timers and cleanup --------------------------------------------------------------------
@@ -347,7 +392,7 @@ class RealtimeConnection(SockJSConnection):
         self._closing = True
         for name in list(self._timers):
             self._cancel(name)
-        for task in list(self._tasks):
+        for task in list(self._snapshot_tasks.values()):
             task.cancel()
         for sub in list(self.subscriptions.values()):
             self._remove(sub)

@@ -9,6 +9,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import bson
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import (  # noqa: F401  (re-exported for the store and the change feed)
@@ -83,31 +86,57 @@ def make_indexes(sortable: list[str]) -> list[list[tuple[str, int]]]:
     return indexes
 
 
+class ResultTooLarge(Exception):
+    """A read would return more bytes than its caller allows."""
 
 
+_RAW = CodecOptions(document_class=RawBSONDocument)
 
-async def snapshot_find(collection: Collection, query: dict[str, Any], limit: int, snapshot: bool = True) -> tuple[list[Document], Any]:
+
+async def snapshot_find(collection: Collection, query: dict[str, Any], limit: int,
+                        max_bytes: int | None = None) -> tuple[list[Document], Any]:
     """Documents matching `query` read at one point in history, and that cluster time.
 
-    With `snapshot` (replica sets) every batch is read at the time the server reports as the
-    cursor's atClusterTime, so a change stream can tell which of its events the result already
-    reflects. Without it (standalone servers) the time is None.
+    Every batch is read at the time the server reports as the cursor's atClusterTime, so a
+    change stream can tell which of its events the result already reflects (replica sets only).
+    Batches arrive undecoded, so a result over `max_bytes` (as stored) raises ResultTooLarge
+    before it is all read and decoded.
     """
-    if not snapshot:
-        return await collection.find(query, sort=[("_id", ASCENDING)], limit=limit).to_list(length=None), None
+    budget = _ByteBudget(max_bytes)
     database = collection.database
     reply = await database.command(
         "find", collection.name, filter=query, sort={"_id": 1}, limit=limit, batchSize=limit,
-        readConcern={"level": "snapshot"},
+        readConcern={"level": "snapshot"}, codec_options=_RAW,
     )
     cursor = reply["cursor"]
-    docs: list[Document] = list(cursor["firstBatch"])
     at = cursor["atClusterTime"]
-    while cursor["id"]:
-        reply = await database.command("getMore", cursor["id"], collection=collection.name)
-        cursor = reply["cursor"]
-        docs.extend(cursor["nextBatch"])
-    return docs, at
+    try:
+        batch = [budget.take(raw) for raw in cursor["firstBatch"]]
+        while cursor["id"]:
+            reply = await database.command("getMore", cursor["id"], collection=collection.name, codec_options=_RAW)
+            cursor = reply["cursor"]
+            batch.extend(budget.take(raw) for raw in cursor["nextBatch"])
+    except ResultTooLarge:
+        if cursor["id"]:
+            await database.command("killCursors", collection.name, cursors=[cursor["id"]])
+        raise
+    return [_decoded(raw, collection) for raw in batch], at
+
+
+class _ByteBudget:
+    def __init__(self, max_bytes: int | None):
+        self.left = max_bytes
+
+    def take(self, raw: RawBSONDocument) -> RawBSONDocument:
+        if self.left is not None:
+            self.left -= len(raw.raw)
+            if self.left < 0:
+                raise ResultTooLarge()
+        return raw
+
+
+def _decoded(raw: RawBSONDocument, collection: Collection) -> Document:
+    return bson.decode(raw.raw, codec_options=collection.codec_options)
 
 
 async def cluster_time(db: Database) -> Any:

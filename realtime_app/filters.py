@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -24,7 +25,12 @@ FIELD_OPERATORS = COMPARISONS | {"$in", "$nin", "$exists", "$not"}
 LOGICAL_OPERATORS = {"$and", "$or"}
 MAX_LIST_ITEMS = 500
 MAX_STRING_LENGTH = 4096
-MAX_TOTAL_NODES = 1000
+# A filter's cost is its conditions plus the values it lists: what compiling it, keeping it and
+# evaluating it against every change grows with. The default bound for a single filter.
+DEFAULT_MAX_COST = 1000
+# Memory a compiled filter takes per unit of cost (measured with tracemalloc: about 360 bytes
+# per condition), for the cache's byte budget.
+BYTES_PER_COST = 400
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 Scalar = str | int | float | bool | None
@@ -63,12 +69,14 @@ def _ordered(op: str, left: Any, right: Any) -> bool:
 
 
 class Filter:
-    """A validated filter; build with `Filter(spec, allowed_fields)`."""
+    """A validated filter; build with `Filter(spec, allowed_fields)`. `cost` says what it weighs
+    (conditions plus listed values); past ``max_cost`` it is refused."""
 
-    def __init__(self, spec: Any, allowed_fields: Iterable[str], max_depth: int = 8):
+    def __init__(self, spec: Any, allowed_fields: Iterable[str], max_depth: int = 8, max_cost: int = DEFAULT_MAX_COST):
         self._allowed = set(allowed_fields)
         self._max_depth = max_depth
-        self._nodes = 0
+        self._max_cost = max_cost
+        self.cost = 0
         if spec is None:
             spec = {}
         self.spec = spec
@@ -90,12 +98,17 @@ class Filter:
 
     # -- validation and compilation to a predicate ------------------------------------------
 
-    def _count(self, depth: int) -> None:
-        self._nodes += 1
+    @property
+    def weight(self) -> int:
+        """Approximate bytes the compiled filter holds."""
+        return self.cost * BYTES_PER_COST + len(self.canonical)
+
+    def _count(self, depth: int, cost: int = 1) -> None:
+        self.cost += cost
         if depth > self._max_depth:
             raise BadFilter(f"filter is nested deeper than {self._max_depth} levels")
-        if self._nodes > MAX_TOTAL_NODES:
-            raise BadFilter(f"filter has more than {MAX_TOTAL_NODES} conditions")
+        if self.cost > self._max_cost:
+            raise BadFilter(f"filter costs more than {self._max_cost} (each condition and each listed value counts one); simplify it")
 
     def _compile_query(self, spec: Any, depth: int) -> Predicate:
         self._count(depth)
@@ -146,11 +159,11 @@ class Filter:
         if op in ("$in", "$nin"):
             if not isinstance(arg, list) or len(arg) > MAX_LIST_ITEMS:
                 raise BadFilter(f"{op} on {field!r} takes a list of at most {MAX_LIST_ITEMS} values")
-            values = [self._scalar(field, item) for item in arg]
-            equals = [self._equality(item) for item in values]
+            self._count(depth, len(arg))
+            listed = _membership([self._scalar(field, item) for item in arg])
             if op == "$in":
-                return lambda present, v: any(eq(present, v) for eq in equals)
-            return lambda present, v: not any(eq(present, v) for eq in equals)
+                return listed
+            return lambda present, v: not listed(present, v)
         value = self._scalar(field, arg)
         if op == "$eq":
             return self._equality(value)
@@ -211,6 +224,21 @@ class Filter:
             raise BadFilter("malformed id") from None
 
 
+def _membership(values: list[Scalar]) -> Callable[[bool, Any], bool]:
+    """Whether a field's value is one of ``values``, in constant time: values are looked up by
+    their comparison class and value, so 1 and 1.0 match each other but not true or "1"."""
+    keys = frozenset((_kind(value), value) for value in values if value is not None)
+    null_listed = None in values
+
+    def member(present: bool, v: Any) -> bool:
+        if not present or v is None:
+            return null_listed
+        kind = _kind(v)
+        return kind != "other" and (kind, v) in keys
+
+    return member
+
+
 def _all(predicates: list[Predicate]) -> Predicate:
     if len(predicates) == 1:
         return predicates[0]
@@ -233,15 +261,33 @@ def canonical_json(spec: Any) -> str:
 
 class FilterCache:
     """Compiled filters by collection and canonical spec, so that live queries alike (thousands
-    of dashboards watching one view) share one filter instead of each compiling its own."""
+    of dashboards watching one view) share one filter instead of each compiling its own.
 
-    def __init__(self, max_filters: int = 1024):
-        self._compile = functools.lru_cache(maxsize=max_filters)(self._build)
+    Least recently used filters go first once the cache holds ``max_filters`` or weighs more
+    than ``max_bytes`` (`Filter.weight`), so filters of sockets long closed cannot pile up."""
 
-    def get(self, collection: str, spec: Any, allowed_fields: Iterable[str], max_depth: int) -> Filter:
+    def __init__(self, max_filters: int = 1024, max_bytes: int = 32 * 1024 * 1024):
+        self.max_filters = max_filters
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._filters: OrderedDict[tuple[Any, ...], Filter] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._filters)
+
+    def get(self, collection: str, spec: Any, allowed_fields: Iterable[str], max_depth: int,
+            max_cost: int = DEFAULT_MAX_COST) -> Filter:
         """``spec`` as parsed from JSON (None for no filter)."""
-        return self._compile(collection, canonical_json(spec), max_depth, frozenset(allowed_fields))
-
-    @staticmethod
-    def _build(collection: str, key: str, max_depth: int, allowed_fields: frozenset[str]) -> Filter:
-        return Filter(json.loads(key), allowed_fields, max_depth)
+        fields = frozenset(allowed_fields)
+        key = (collection, canonical_json(spec), max_depth, max_cost, fields)
+        found = self._filters.get(key)
+        if found is not None:
+            self._filters.move_to_end(key)
+            return found
+        compiled = Filter(spec, fields, max_depth, max_cost)
+        self._filters[key] = compiled
+        self.bytes += compiled.weight
+        while len(self._filters) > self.max_filters or (self.bytes > self.max_bytes and len(self._filters) > 1):
+            _, evicted = self._filters.popitem(last=False)
+            self.bytes -= evicted.weight
+        return compiled

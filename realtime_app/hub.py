@@ -125,6 +125,7 @@ class Subscription:
         if self._held:
             oldest = min(held.event.position for held in self._held.values())
             change.position = min(change.position, oldest - 1)
+            change.first_position = min(change.first_position, change.position)
         return change
 
     def close(self) -> None:

@@ -1,9 +1,16 @@
 """A connection's outbox: bounded, conflating, flushed in batches.
 
 Change frames are keyed by (subscription, document): a newer change to the same document
-replaces the queued one and moves to the back, so positions stay in order and a slow client
-gets the latest state, not every intermediate one. Frames are built only when flushed, and
-everything queued in one loop iteration leaves as one SockJS frame (up to `MAX_FRAME_CHARS`).
+replaces the queued one and moves to the back, so a slow client gets the latest state, not
+every intermediate one. Frames are built only when flushed, and everything queued in one loop
+iteration leaves as one SockJS frame.
+
+The delivery contract (docs/PROTOCOL.md): after each SockJS frame, every subscription's view
+equals its query's result at the subscription's newest position in that frame. A conflated
+change stands for every change of its document since the first one it replaced, so a client
+that got a later change of another document without it would hold a view no moment of the
+database had. A batch larger than `MAX_FRAME_CHARS` is therefore cut only where the frames
+before the cut already leave each view consistent (`consistent_cuts`).
 """
 
 from __future__ import annotations
@@ -26,22 +33,38 @@ log = logging.getLogger(__name__)
 
 # While the transport still holds this many bytes unsent, keep frames here, where they conflate.
 TRANSPORT_HIGH_WATER_BYTES = 256 * 1024
-# Messages queued together leave as one SockJS frame up to about this size, then start another:
-# clients limit the size of one websocket message (Tornado's to 10 MiB by default).
+# Messages queued together leave as one SockJS frame up to about this size, then start another
+# where the contract allows: clients limit the size of one websocket message (Tornado's to
+# 10 MiB by default).
 MAX_FRAME_CHARS = 64 * 1024
+# What a queued change costs against the byte budget besides its document's JSON: the frame's
+# other fields and the queue entry.
+CHANGE_OVERHEAD_BYTES = 200
 # How often a blocked outbox looks again at the transport's backlog.
 BLOCKED_RECHECK_S = 0.02
 
 
 @dataclass(slots=True)
 class PendingChange:
-    """A change not yet written: whether the client had the document, and whether it has it now."""
+    """A change not yet written: whether the client had the document, and whether it has it now.
+
+    ``first_position`` is the position of the oldest change this entry stands for: its own, or,
+    once it replaced queued changes of the same document, the first of those. ``was_added``
+    says it stands for an addition the client has not seen: should the document leave again,
+    the client still gets `removed`, at the position it left, so no frame can end where the
+    client should have held it."""
 
     sub_head: str
     event: ChangeEvent
     had_before: bool
     present: bool
     position: int
+    first_position: int = -1
+    was_added: bool = False
+
+    def __post_init__(self) -> None:
+        if self.first_position < 0 or self.first_position > self.position:
+            self.first_position = self.position
 
     @property
     def op(self) -> str | None:
@@ -49,7 +72,7 @@ class PendingChange:
             return "changed"
         if self.present:
             return "added"
-        return "removed" if self.had_before else None
+        return "removed" if self.had_before or self.was_added else None
 
 
 class FlushBatch:
@@ -85,12 +108,24 @@ class FlushBatch:
 
 
 class Outbox:
+    """Bounded twice: by entries (``max_frames``) and by bytes (``max_bytes``). Past either while
+    the socket is still busy sending earlier frames, the client is too slow: ``on_overflow``
+    closes it (4009).
+
+    Without ``conflate`` every change keeps its own entry, in commit order: for transports
+    that cannot group messages into frames (the plain WebSocket endpoint), where a conflated
+    change would leave the view inconsistent between messages."""
+
     def __init__(self, write: Callable[[list[str]], None], backlog: Callable[[], int], on_overflow: Callable[[], None],
-                 max_frames: int, stats: Any = None, batch: FlushBatch | None = None):
+                 max_frames: int, stats: Any = None, batch: FlushBatch | None = None, max_bytes: int = 1 << 62,
+                 conflate: bool = True):
+        self.conflate = conflate
         self._write = write
         self._backlog = backlog
         self._on_overflow = on_overflow
         self.max_frames = max_frames
+        self.max_bytes = max_bytes
+        self.queued_bytes = 0
         self._queue: OrderedDict[Any, PendingChange | str] = OrderedDict()
         self._ids = itertools.count()
         self._flush_handle: asyncio.Handle | asyncio.TimerHandle | None = None
@@ -102,27 +137,40 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._queue)
 
-    def put_frame(self, frame_text: str) -> None:
-        """Queue a complete frame (JSON text) that never conflates."""
-        self._enqueue(next(self._ids), encode_basestring_ascii(frame_text)[1:-1])
+    def put_frame(self, frame_text: str, key: Any = None) -> None:
+        """Queue a complete frame (JSON text). Frames never conflate with changes; a frame put
+        with the ``key`` of one still queued replaces it (a newer snapshot of a subscription)."""
+        if key is not None:
+            self._remove(key)
+        self._enqueue(next(self._ids) if key is None else key, encode_basestring_ascii(frame_text)[1:-1])
 
     def put_change(self, key: tuple[str, str], change: PendingChange) -> None:
-        queued = self._queue.pop(key, None)
+        if not self.conflate:
+            self._enqueue((*key, next(self._ids)), change)
+            return
+        queued = self._remove(key)
         if isinstance(queued, PendingChange):
             change.had_before = queued.had_before
+            change.first_position = min(change.first_position, queued.first_position)
+            change.was_added = queued.was_added or queued.op == "added"
             if self._stats is not None:
                 self._stats.conflated += 1
-            if change.op is None:  # added then removed before the client saw either
-                return
         self._enqueue(key, change)
+
+    def _remove(self, key: Any) -> PendingChange | str | None:
+        queued = self._queue.pop(key, None)
+        if queued is not None:
+            self.queued_bytes -= _size(queued)
+        return queued
 
     def _enqueue(self, key: Any, item: PendingChange | str) -> None:
         if self.closed:
             return
         self._queue[key] = item
-        if len(self._queue) > self.max_frames and self._backlog() > TRANSPORT_HIGH_WATER_BYTES:
-            # Too many waiting behind a busy socket. (A burst queued within one loop turn may
-            # exceed the count while the socket keeps up; it leaves at the next flush.)
+        self.queued_bytes += _size(item)
+        if (len(self._queue) > self.max_frames or self.queued_bytes > self.max_bytes) and self._backlog() > TRANSPORT_HIGH_WATER_BYTES:
+            # Too much waiting behind a busy socket. (A burst queued within one loop turn may
+            # exceed the limits while the socket keeps up; it leaves at the next flush.)
             self._overflow()
             return
         self._schedule(0)
@@ -130,6 +178,7 @@ class Outbox:
     def _overflow(self) -> None:
         self.closed = True
         self._queue.clear()
+        self.queued_bytes = 0
         self._on_overflow()
 
     def _schedule(self, delay: float) -> None:
@@ -158,27 +207,26 @@ class Outbox:
         if self.closed or not self._queue:
             return
         if not force and self._backlog() > TRANSPORT_HIGH_WATER_BYTES:
-            if len(self._queue) > self.max_frames:
+            if len(self._queue) > self.max_frames or self.queued_bytes > self.max_bytes:
                 self._overflow()
             else:
                 self._schedule(BLOCKED_RECHECK_S)
             return
-        queued = list(self._queue.values())
+        entries = [(key, item) for key, item in self._queue.items() if isinstance(item, str) or item.op is not None]
         self._queue.clear()  # before writing: a write that fails must not leave sent frames queued
+        self.queued_bytes = 0
         messages: list[str] = []
         size = 0
         oldest_change: float | None = None  # wall time of the batch's first change: its delivery latency is the batch's worst
-        for item in queued:
+        cuts = consistent_cuts(entries) if len(entries) > 1 else None
+        for index, (_, item) in enumerate(entries):
             if isinstance(item, str):
                 message = '"' + item + '"'
             else:
-                op = item.op
-                if op is None:
-                    continue
                 if oldest_change is None:
                     oldest_change = item.event.wall_time
-                message = item.event.message(item.sub_head, op, item.position)
-            if size + len(message) > MAX_FRAME_CHARS and messages:
+                message = item.event.message(item.sub_head, item.op, item.position)  # type: ignore[arg-type]
+            if size + len(message) > MAX_FRAME_CHARS and messages and cuts is not None and cuts[index - 1]:
                 self._write(messages)
                 messages, size = [], 0
             messages.append(message)
@@ -189,13 +237,15 @@ class Outbox:
             self._stats.delivery_latency.observe(max(time.time() - oldest_change, 0.0))
 
     def discard(self, predicate: Callable[[Any], bool]) -> None:
-        """Drop queued changes of subscriptions that went away."""
-        for key in [k for k, v in self._queue.items() if isinstance(v, PendingChange) and predicate(k)]:
-            del self._queue[key]
+        """Drop queued entries whose key matches: changes (and snapshots) of subscriptions that
+        went away or were replaced by a fresh snapshot."""
+        for key in [k for k in self._queue if isinstance(k, tuple) and predicate(k)]:
+            self._remove(key)
 
     def close(self) -> None:
         self.closed = True
         self._queue.clear()
+        self.queued_bytes = 0
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
@@ -203,6 +253,47 @@ class Outbox:
         # go of them, so a closed connection is freed at once rather than by the cyclic
         # collector, which (tuned to run rarely) let closed connections pile up under churn.
         self._write, self._backlog, self._on_overflow = _write_nothing, _no_backlog, _do_nothing
+
+
+def consistent_cuts(entries: list[tuple[Any, PendingChange | str]]) -> list[bool]:
+    """For each entry, whether a frame may end after it: whether every subscription's changes up
+    to there leave its view consistent, i.e. no change still to come for that subscription
+    stands for a change at or before the newest position it has reached.
+
+    Keys of changes are (subscription, document); other entries (whole frames) never constrain
+    a cut. One pass back to find what each subscription still has to come, one pass forward."""
+    count = len(entries)
+    later_first: list[float] = [0.0] * count  # oldest first_position among the same subscription's later changes
+    seen: dict[Any, float] = {}
+    for index in range(count - 1, -1, -1):
+        key, item = entries[index]
+        if isinstance(item, PendingChange):
+            sub = key[0]
+            later_first[index] = seen.get(sub, _NEVER)
+            seen[sub] = min(seen.get(sub, _NEVER), item.first_position)
+    reached: dict[Any, int] = {}
+    waiting: set[Any] = set()  # subscriptions whose view is not consistent at the cut
+    cuts = [True] * count
+    for index, (key, item) in enumerate(entries):
+        if isinstance(item, PendingChange):
+            sub = key[0]
+            reached[sub] = newest = max(reached.get(sub, item.position), item.position)
+            if later_first[index] <= newest:
+                waiting.add(sub)
+            else:
+                waiting.discard(sub)
+        cuts[index] = not waiting
+    return cuts
+
+
+_NEVER = float("inf")
+
+
+def _size(item: PendingChange | str) -> int:
+    """What an entry counts against the byte budget."""
+    if isinstance(item, str):
+        return len(item)
+    return len(item.sub_head) + item.event.document_size + CHANGE_OVERHEAD_BYTES
 
 
 def _write_nothing(messages: list[str]) -> None:

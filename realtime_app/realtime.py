@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 from realtime_app import __version__
 from realtime_app.changefeed import ChangeEvent, ChangeFeed, Feed
 from realtime_app.config import Settings
-from realtime_app.filters import FilterCache
+from realtime_app.errors import TooManySubscriptions
+from realtime_app.filters import Filter, FilterCache
 from realtime_app.hub import Hub
 from realtime_app.outbox import FlushBatch
 from realtime_app.pollfeed import POLL_INTERVAL_S, PollingFeed
@@ -44,6 +45,39 @@ class RealtimeCounters:
     delivery_latency: Histogram = field(default_factory=Histogram)
 
 
+class FilterBudget:
+    """What each user's live queries cost to match against every change: the sum of the costs
+    of the user's distinct filters (subscriptions with equal filters share one evaluation per
+    change, whichever sockets they are on). One user cannot make others wait on its filters
+    beyond this bound."""
+
+    def __init__(self, per_user: int):
+        self.per_user = per_user
+        self._spent: Counter[str] = Counter()
+        self._held: Counter[tuple[str, str, str]] = Counter()  # (user, collection, filter) -> subscriptions
+
+    def reserve(self, user: str, collection: str, query: Filter) -> None:
+        key = (user, collection, query.canonical)
+        if not self._held[key]:
+            if self._spent[user] + query.cost > self.per_user:
+                raise TooManySubscriptions(f"your live queries' filters would cost {self._spent[user] + query.cost}, over the limit of "
+                                           f"{self.per_user} per user; unsubscribe from some or simplify their filters")
+            self._spent[user] += query.cost
+        self._held[key] += 1
+
+    def release(self, user: str, collection: str, query: Filter) -> None:
+        key = (user, collection, query.canonical)
+        self._held[key] -= 1
+        if self._held[key] <= 0:
+            del self._held[key]
+            self._spent[user] -= query.cost
+            if self._spent[user] <= 0:
+                del self._spent[user]
+
+    def spent(self, user: str) -> int:
+        return self._spent[user]
+
+
 class Realtime:
     """Owns the hub, the change feed and the registry of open connections."""
 
@@ -52,6 +86,7 @@ class Realtime:
         self.settings: Settings = context.settings
         self.hub = Hub()
         self.filters = FilterCache()
+        self.filter_budget = FilterBudget(self.settings.live_filter_cost_per_user)
         self.feed: Feed | None = None
         self.counters = RealtimeCounters()
         self.flushes = FlushBatch()
@@ -67,7 +102,7 @@ class Realtime:
         context = self.context
         feed_args = (context.db, context.resources.names, self._dispatch, self.hub.resync, self.settings.replay_buffer_events)
         if await context.db.supports_change_streams():
-            self.feed = ChangeFeed(*feed_args, store=context.store)
+            self.feed = ChangeFeed(*feed_args, store=context.store, snapshot_max_bytes=self.settings.snapshot_max_bytes)
         else:
             log.warning("MongoDB has no change streams (not a replica set): polling the collections every %.1f s instead; "
                         "run mongod as a replica set (even of one node) for immediate, complete updates", POLL_INTERVAL_S)

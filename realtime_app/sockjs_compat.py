@@ -248,6 +248,12 @@ class SockJSConnection(_LibraryConnection):
         return queued + (handler.unsent_bytes() if isinstance(handler, _WebSocketFixes) else 0)
 
     @property
+    def groups_messages(self) -> bool:
+        """Whether messages sent together reach the client as one frame; not on the plain
+        WebSocket endpoint (``<prefix>/websocket``), where each is a WebSocket message of its own."""
+        return bool(self.session.send_expects_json)
+
+    @property
     def transport(self) -> str:
         """Name of the transport this session uses (see `SESSION_TRANSPORTS`); for per-transport
         counts. Available from `on_open` on."""

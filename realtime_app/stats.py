@@ -172,13 +172,15 @@ class Stats:
         realtime, counters, feed = self.realtime, self.realtime.counters, self.realtime.live_feed
         now = time.time()
         by_transport: dict[str, dict[str, int]] = {}
-        depth_total = depth_max = 0
+        depth_total = depth_max = bytes_total = bytes_max = 0
         for connection in list(realtime.connections):
             states = by_transport.setdefault(connection.transport, dict.fromkeys(STATES, 0))
             states["authenticated" if connection.principal is not None else "unauthenticated"] += 1
-            depth = len(connection.outbox)
+            depth, queued_bytes = len(connection.outbox), connection.outbox.queued_bytes
             depth_total += depth
             depth_max = max(depth_max, depth)
+            bytes_total += queued_bytes
+            bytes_max = max(bytes_max, queued_bytes)
         authenticated = sum(states["authenticated"] for states in by_transport.values())
         subscriptions = realtime.hub.counts()
         totals = self._totals()
@@ -205,7 +207,9 @@ class Stats:
             },
             "replay": {"events": len(replay), "capacity": replay.maxlen,
                        "span_s": _rounded(replay[-1].wall_time - replay[0].wall_time if replay else None)},
-            "outbox": {"depth_total": depth_total, "depth_max": depth_max, "conflated_total": counters.conflated},
+            "outbox": {"depth_total": depth_total, "depth_max": depth_max, "bytes_total": bytes_total, "bytes_max": bytes_max,
+                       "conflated_total": counters.conflated},
+            "filters": {"cached": len(realtime.filters), "cached_bytes": realtime.filters.bytes},
             "limits": {"slow_consumer_closes": counters.slow_consumer_closes, "rate_limited": counters.rate_limited,
                        "oversized_frames": counters.oversized_frames, "auth_failures": counters.auth_failures,
                        "connections_refused": counters.connections_refused},
@@ -289,6 +293,9 @@ def _scalars(snap: dict[str, Any]) -> Iterator[Metric]:
         ("realtime_replay_buffer_span_seconds", "Wall time between the oldest and newest buffered event", snap["replay"]["span_s"]),
         ("realtime_outbox_depth", "Frames queued in all outboxes", snap["outbox"]["depth_total"]),
         ("realtime_outbox_depth_max", "Frames queued in the fullest outbox", snap["outbox"]["depth_max"]),
+        ("realtime_outbox_bytes", "Bytes queued in all outboxes", snap["outbox"]["bytes_total"]),
+        ("realtime_outbox_bytes_max", "Bytes queued in the fullest outbox", snap["outbox"]["bytes_max"]),
+        ("realtime_filter_cache_bytes", "Approximate bytes held by compiled live-query filters", snap["filters"]["cached_bytes"]),
         ("realtime_mongodb_up", "1 when MongoDB answered the last ping", None if mongodb["ok"] is None else int(mongodb["ok"])),
         ("realtime_mongodb_ping_seconds", "Duration of the last MongoDB ping",
          None if mongodb["ping_ms"] is None else mongodb["ping_ms"] / 1000),

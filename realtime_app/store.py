@@ -18,7 +18,7 @@ from typing import Any
 from bson import ObjectId
 
 from realtime_app import jsoncodec
-from realtime_app.db import Database, Document, DuplicateKeyError, make_indexes, snapshot_find
+from realtime_app.db import Database, Document, DuplicateKeyError, ResultTooLarge, make_indexes, snapshot_find
 from realtime_app.errors import BadFilter, BadRequest, Conflict, FieldError, InvalidDocument, NotFound, PreconditionFailed
 from realtime_app.filters import INT64_MAX, INT64_MIN, Filter
 from realtime_app.principal import Principal
@@ -90,9 +90,9 @@ class Page:
     """Decoded list parameters: filter, sort, limit and the keyset cursor."""
 
     def __init__(self, resource: Resource, *, filter_json: str | None, sort: str | None, limit: str | None,
-                 after: str | None, default_limit: int, max_limit: int, max_filter_depth: int):
+                 after: str | None, default_limit: int, max_limit: int, max_filter_depth: int, max_filter_cost: int):
         spec = jsoncodec.loads(filter_json, "filter") if filter_json else {}
-        self.filter = Filter(spec, resource.filterable, max_filter_depth)
+        self.filter = Filter(spec, resource.filterable, max_filter_depth, max_filter_cost)
         self.sort_field, self.direction = self._parse_sort(resource, sort)
         self.limit = self._parse_limit(limit, default_limit, max_limit)
         self.after = self._parse_cursor(after) if after else None
@@ -175,12 +175,14 @@ class Page:
 class DocumentStore:
     """CRUD over the served collections for one principal at a time."""
 
-    def __init__(self, db: Database, resources: Resources, *, default_limit: int, max_limit: int, max_filter_depth: int):
+    def __init__(self, db: Database, resources: Resources, *, default_limit: int, max_limit: int, max_filter_depth: int,
+                 max_filter_cost: int):
         self.db = db
         self.resources = resources
         self.default_limit = default_limit
         self.max_limit = max_limit
         self.max_filter_depth = max_filter_depth
+        self.max_filter_cost = max_filter_cost
 
     async def prepare(self, names: list[str] | None = None) -> None:
         """Create the served collections (all, or `names`) with change images and indexes."""
@@ -205,8 +207,8 @@ class DocumentStore:
 
     def page(self, resource: Resource, *, filter_json: str | None = None, sort: str | None = None,
              limit: str | None = None, after: str | None = None) -> Page:
-        return Page(resource, filter_json=filter_json, sort=sort, limit=limit, after=after,
-                    default_limit=self.default_limit, max_limit=self.max_limit, max_filter_depth=self.max_filter_depth)
+        return Page(resource, filter_json=filter_json, sort=sort, limit=limit, after=after, default_limit=self.default_limit,
+                    max_limit=self.max_limit, max_filter_depth=self.max_filter_depth, max_filter_cost=self.max_filter_cost)
 
     async def list_page(self, principal: Principal, name: str, **params: str | None) -> tuple[list[dict[str, Any]], str | None]:
         resource = self.readable(principal, name)
@@ -218,11 +220,14 @@ class DocumentStore:
         return [to_api(raw) for raw in raws], page.cursor_for(raws[-1]) if more else None
 
     async def snapshot(self, principal: Principal, resource: Resource, query: Filter, max_docs: int,
-                       consistent: bool = True) -> tuple[list[dict[str, Any]], Any]:
+                       max_bytes: int | None = None) -> tuple[list[dict[str, Any]], Any]:
         """A live query's documents in id order, read at one cluster time, and that time."""
         parts = [part for part in (self._scope(principal), query.mongo) if part]
         mongo_query = {"$and": parts} if len(parts) > 1 else (parts[0] if parts else {})
-        raws, at = await snapshot_find(self.db.collection(resource.name), mongo_query, max_docs + 1, snapshot=consistent)
+        try:
+            raws, at = await snapshot_find(self.db.collection(resource.name), mongo_query, max_docs + 1, max_bytes)
+        except ResultTooLarge:
+            raise BadFilter(f"the query's documents weigh more than {max_bytes} bytes; narrow the filter") from None
         if len(raws) > max_docs:
             raise BadFilter(f"the query matches more than {max_docs} documents; narrow the filter")
         return [to_api(raw) for raw in raws], at

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from pymongo.collection import Collection
 
 from realtime_app.errors import BadFilter
-from realtime_app.filters import INT64_MAX, INT64_MIN, MAX_LIST_ITEMS, MAX_TOTAL_NODES, Filter, FilterCache
+from realtime_app.filters import DEFAULT_MAX_COST, INT64_MAX, INT64_MIN, MAX_LIST_ITEMS, Filter, FilterCache
 from realtime_app.resources import Resources
 
 FIELDS = ("a", "b")
@@ -123,8 +123,33 @@ def test_limits() -> None:
     Filter({"a": {"$in": list(range(MAX_LIST_ITEMS))}}, ALLOWED)
     Filter({"a": INT64_MAX, "b": INT64_MIN}, ALLOWED)
     Filter({"a": "x" * 4096}, ALLOWED)
-    with pytest.raises(BadFilter, match="conditions"):
-        Filter({"$and": [{"$or": [{"a": i} for i in range(MAX_TOTAL_NODES // 3)]}] * 2}, ALLOWED)
+    with pytest.raises(BadFilter, match="costs more than 1000"):
+        Filter({"$and": [{"$or": [{"a": i} for i in range(DEFAULT_MAX_COST // 3)]}] * 2}, ALLOWED)
+
+
+def test_listed_values_count_toward_the_cost() -> None:
+    """The abusive shape: few conditions, thousands of listed values (59 KB of JSON)."""
+    assert Filter({"a": {"$in": ["x", "y", None]}}, ALLOWED).cost == 6  # the query, the field, $in, three values
+    abusive = {"$or": [{"a": {"$in": [""] * MAX_LIST_ITEMS}}] * 39 + [{"b": 1}]}
+    with pytest.raises(BadFilter, match="costs more than"):
+        Filter(abusive, ALLOWED)
+    with pytest.raises(BadFilter, match="costs more than 100 "):
+        Filter({"a": {"$in": list(range(100))}}, ALLOWED, max_cost=100)
+
+
+def test_membership_is_by_comparison_class() -> None:
+    listed = Filter({"a": {"$in": [1, "2", True, None]}}, ALLOWED)
+    assert [listed.matches(doc) for doc in ({"a": 1.0}, {"a": 2}, {"a": "2"}, {"a": True}, {"a": [1]}, {"a": {"k": 1}}, {}, {"a": None})] == [
+        True, False, True, True, False, False, True, True]
+    unlisted = Filter({"a": {"$nin": [1, "x"]}}, ALLOWED)
+    assert [unlisted.matches(doc) for doc in ({"a": 1}, {"a": "x"}, {"a": True}, {})] == [False, False, True, True]
+
+
+def test_filter_cache_is_bounded_in_bytes() -> None:
+    cache = FilterCache(max_filters=1000, max_bytes=20 * 1000 * 400)
+    heavy = [cache.get("c", {"a": {"$in": list(range(n, n + 490))}}, ALLOWED, 8) for n in range(100)]
+    assert cache.bytes <= cache.max_bytes and len(cache) < 100
+    assert cache.get("c", {"a": {"$in": list(range(99, 99 + 490))}}, ALLOWED, 8) is heavy[-1]  # the newest stay
 
 
 def test_filterable_fields_are_the_scalar_ones() -> None:

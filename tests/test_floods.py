@@ -18,8 +18,8 @@ each flood the test waits for the server to settle, then compares with the figur
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
+import datetime
 import json
 import os
 import re
@@ -46,8 +46,12 @@ from realtime_app.auth import TokenService
 from realtime_app.client import RealtimeClient
 from realtime_app.config import settings_from
 from tests.conftest import TEST_JWT_SECRET
+from tests.rawsocket import RawSocket
 
 ROOT = Path(__file__).resolve().parent.parent
+# Bound on others' median change latency beside one user's costliest allowed filters, as a
+# multiple of the median without them (live_filter_cost_per_user bounds the extra work per change).
+COSTLY_FILTERS_LATENCY_RATIO = 2.0
 MAX_BODY_BYTES = 64 * 1024
 DISCONNECT_DELAY_S = 1.0
 FRAMES_PER_SECOND, FRAME_BURST = 200, 400
@@ -63,8 +67,10 @@ CONNECT_CONCURRENCY = 50
 
 
 class FloodedServer:
-    def __init__(self, process: subprocess.Popen[str], port: int, tokens: TokenService, log: Path):
+    def __init__(self, process: subprocess.Popen[str], port: int, tokens: TokenService, log: Path, mongo_uri: str, database: str):
         self.process = process
+        self.mongo_uri = mongo_uri
+        self.database = database
         self.port = port
         self.base = f"http://127.0.0.1:{port}"
         self.tokens = tokens
@@ -144,7 +150,7 @@ def flooded(mongo_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             if match := re.search(r"serving http://127\.0\.0\.1:(\d+)/", line):
                 port = int(match.group(1))
         tokens = TokenService(settings_from(environ={}, jwt_secret=TEST_JWT_SECRET, mongo_uri=mongo_uri, data_dir=str(folder)))
-        yield FloodedServer(process, port, tokens, log)
+        yield FloodedServer(process, port, tokens, log, mongo_uri, database)
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -251,75 +257,6 @@ async def flood(server: FloodedServer, run: Callable[[], Awaitable[None]]) -> No
     print(f"\nserver after the flood: RSS {before.rss/2**20:.1f}->{after.rss/2**20:.1f} MiB fds {before.open_files}->{after.open_files} "
           f"accepted {before.accepted_sockets}->{after.accepted_sockets} pings {len(probe.rtts)} max {max(probe.rtts)*1000:.0f} ms "
           f"p99 {statistics.quantiles(probe.rtts, n=100)[98]*1000:.0f} ms")
-
-
-# -- a lean websocket client, so 1,000 connects cost the server, not the test ---------------
-
-
-class RawSocket:
-    """A SockJS websocket session over a bare asyncio stream (RFC 6455 framing by hand)."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def open(cls, port: int) -> RawSocket:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        key = base64.b64encode(secrets.token_bytes(16)).decode()
-        writer.write((f"GET /realtime/000/{secrets.token_hex(8)}/websocket HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                      f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                      f"Sec-WebSocket-Version: 13\r\nOrigin: http://127.0.0.1:{port}\r\n\r\n").encode())
-        head = await reader.readuntil(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 101"), head
-        return cls(reader, writer)
-
-    async def frame(self) -> str | None:
-        """The next text frame; None when the server closes."""
-        first, second = await self.reader.readexactly(2)
-        size = second & 0x7F
-        if size == 126:
-            size = struct.unpack("!H", await self.reader.readexactly(2))[0]
-        elif size == 127:
-            size = struct.unpack("!Q", await self.reader.readexactly(8))[0]
-        payload = await self.reader.readexactly(size)
-        if first & 0x0F == 0x8:
-            return None
-        return payload.decode()
-
-    async def messages(self) -> list[dict[str, Any]]:
-        """The protocol frames in the next SockJS frame; a close frame as {"type": "_closed"}."""
-        while True:
-            frame = await self.frame()
-            if frame is None:
-                return [{"type": "_closed", "code": None}]
-            if frame.startswith("a"):
-                return [json.loads(message) for message in json.loads(frame[1:])]
-            if frame.startswith("c"):
-                code, reason = json.loads(frame[1:])
-                return [{"type": "_closed", "code": code, "reason": reason}]
-
-    def send(self, *frames: dict[str, Any]) -> None:
-        payload = json.dumps([json.dumps(frame) for frame in frames]).encode()
-        mask = secrets.token_bytes(4)
-        size = len(payload)
-        header = bytes((0x81, 0x80 | size)) if size < 126 else struct.pack("!BBH", 0x81, 0x80 | 126, size)
-        self.writer.write(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
-
-    async def close(self, abort: bool = False) -> None:
-        """With a close frame, or (`abort`) by dropping the TCP connection."""
-        if abort:
-            self.writer.transport.abort()
-        elif not self.writer.is_closing():
-            self.writer.write(bytes((0x88, 0x80)) + secrets.token_bytes(4))
-            self.writer.close()
-        with contextlib.suppress(ConnectionError):
-            await self.writer.wait_closed()
-
-    async def until(self, kind: str) -> dict[str, Any]:
-        while True:
-            for message in await self.messages():
-                if message["type"] in (kind, "_closed"):
-                    return message
 
 
 # -- the floods -----------------------------------------------------------------------------
@@ -541,3 +478,117 @@ async def stall(flooded: FloodedServer, stalled: list[socket.socket]) -> None:
         else:
             conn.sendall(f"GET {session}/jsonp?c=cb HTTP/1.1\r\nHost: x\r\n".encode())
         stalled.append(conn)
+
+
+# -- abuse of the live queries ----------------------------------------------------------------
+
+
+def insert_heavy_services(flooded: FloodedServer, tenant: str, count: int, size: int) -> None:
+    """Documents written straight into MongoDB, as another program could, bigger than the REST
+    schema allows: a snapshot of them weighs about ``count * size`` bytes."""
+    now = datetime.datetime.now(datetime.UTC)
+    with pymongo.MongoClient(flooded.mongo_uri) as client:
+        client[flooded.database]["services"].insert_many([
+            {"name": f"heavy{n}", "status": "up", "details": "x" * size, "tenant": tenant, "version": 1, "created_at": now, "updated_at": now}
+            for n in range(count)])
+
+
+async def test_a_socket_that_never_reads_cannot_grow_the_server_by_refreshing(flooded: FloodedServer) -> None:
+    """A viewer subscribes to a 600 KB result, stops reading and asks for it again 19 times a
+    second. Snapshots for one subscription replace each other in its outbox, refreshes are
+    rate-limited, and the outbox has a byte budget: the server's memory stays flat."""
+    insert_heavy_services(flooded, "hog", 50, 12_000)
+    peaks: list[float] = []
+
+    async def run() -> None:
+        before = flooded.figures().rss
+        peak = before
+        sock = await RawSocket.open(flooded.port)
+        sock.send({"type": "auth", "token": flooded.token("hog-viewer", "hog", "viewer")})
+        assert (await sock.until("auth_ok"))["type"] == "auth_ok"
+        sock.send({"type": "subscribe", "id": "all", "collection": "services"})
+        assert (await sock.until("snapshot"))["type"] == "snapshot"
+        for _ in range(10 * 19):  # ten seconds, never reading again
+            sock.send({"type": "refresh", "id": "all"})
+            await asyncio.sleep(1 / 19)
+            peak = max(peak, flooded.figures().rss)
+        await sock.close(abort=True)
+        peaks.append((peak - before) / 2**20)
+
+    await flood(flooded, run)
+    print(f"\nRSS growth while refreshing without reading: {peaks[-1]:.1f} MiB")
+    assert peaks[-1] < RSS_TOLERANCE_BYTES / 2**20, f"the server grew by {peaks[-1]:.1f} MiB"
+
+
+# A filter of the most a filter may cost that matches nothing, with different values each time
+# so subscriptions do not share it: its evaluation cannot stop early.
+def costly_filter(seed: int) -> dict[str, Any]:
+    return {"$or": [{"response_time_ms": {"$gt": 10_000_000 + seed * 1000 + n, "$lt": -1}} for n in range(240)]}
+
+
+async def test_costly_filters_cannot_slow_others_down(flooded: FloodedServer) -> None:
+    """One user subscribes with the most costly filters it is allowed; another user of the same
+    tenant, watching the same collection, sees changes about as fast as without it."""
+    writer = flooded.token("latency-writer", "costly")
+    abusive = {"$or": [{"response_time_ms": {"$in": [0] * 500}}] * 39 + [{"status": "up"}]}  # 40 KB, 19,500 listed values
+
+    async def latencies(changes: int) -> list[float]:
+        client = RealtimeClient(flooded.base, flooded.token("latency-probe", "costly", "viewer"), reconnect=False)
+        http = AsyncHTTPClient(force_instance=True)
+        arrived: dict[int, float] = {}
+
+        def note_arrival(frame: dict[str, Any]) -> None:
+            if frame.get("type") == "change" and "response_time_ms" in frame.get("doc", {}):
+                arrived.setdefault(frame["doc"]["response_time_ms"], time.monotonic())
+
+        client.on_frame = note_arrival
+        await client.connect()
+        await client.subscribe("services")
+        headers = {"Authorization": f"Bearer {writer}", "Content-Type": "application/json"}
+        created = json.loads((await http.fetch(HTTPRequest(f"{flooded.base}/api/v1/services", method="POST", headers=headers,
+                                                           body=json.dumps({"name": "timed", "status": "up"})))).body)
+        sent: dict[int, float] = {}
+        for n in range(1, changes + 1):
+            sent[n] = time.monotonic()
+            await http.fetch(HTTPRequest(f"{flooded.base}/api/v1/services/{created['id']}", method="PATCH", headers=headers,
+                                         body=json.dumps({"response_time_ms": n})))
+            await asyncio.sleep(0.05)
+        deadline = time.monotonic() + 10
+        while len([n for n in sent if n in arrived]) < changes and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await client.close()
+        http.close()
+        return [arrived[n] - sent[n] for n in sent if n in arrived]
+
+    async def abuse() -> list[RawSocket]:
+        sockets, refused = [], None
+        while refused is None:
+            sock = await RawSocket.open(flooded.port)
+            sockets.append(sock)
+            sock.send({"type": "auth", "token": flooded.token("costly-abuser", "costly", "viewer")})
+            assert (await sock.until("auth_ok"))["type"] == "auth_ok"
+            sock.send({"type": "subscribe", "id": "huge", "collection": "services", "filter": abusive})
+            error = await sock.until("error")
+            assert error["code"] == "bad_filter" and "costs more than" in error["message"], error
+            for n in range(20):
+                sock.send({"type": "subscribe", "id": f"q{n}", "collection": "services", "filter": costly_filter(len(sockets) * 100 + n)})
+                reply = await sock.until("snapshot", "error")
+                if reply["type"] != "snapshot":
+                    refused = reply
+                    break
+        assert refused["code"] == "too_many_subscriptions" and "per user" in refused["message"], refused
+        for sock in sockets:
+            asyncio.ensure_future(drain(sock))
+        return sockets
+
+    await latencies(10)  # warm up
+    quiet = await latencies(60)
+    sockets = await abuse()
+    busy = await latencies(60)
+    for sock in sockets:
+        await sock.close()
+    quiet_p50, busy_p50 = statistics.median(quiet), statistics.median(busy)
+    print(f"\nchange latency p50 {quiet_p50 * 1000:.1f} ms alone, {busy_p50 * 1000:.1f} ms beside the costliest filters allowed "
+          f"({len(sockets)} sockets): {busy_p50 / quiet_p50:.2f}x")
+    assert len(quiet) == len(busy) == 60
+    assert busy_p50 <= COSTLY_FILTERS_LATENCY_RATIO * quiet_p50, (quiet_p50, busy_p50)

@@ -14,7 +14,7 @@ from realtime_app.client import RealtimeClient
 from realtime_app.stats import Histogram
 from tests.helpers import ApiClient
 
-SECTIONS = {"server", "connections", "subscriptions", "frames", "changes", "replay", "outbox", "limits",
+SECTIONS = {"server", "connections", "subscriptions", "frames", "changes", "replay", "outbox", "filters", "limits",
             "delivery_latency", "rest", "process", "mongodb"}
 KEY_SAMPLES = {
     "realtime_connections", "realtime_subscriptions", "realtime_users_connected",
@@ -22,6 +22,7 @@ KEY_SAMPLES = {
     "realtime_change_events_total", "realtime_change_events_per_second", "realtime_change_feed_up",
     "realtime_change_feed_lag_seconds", "realtime_change_feed_head_age_seconds",
     "realtime_replay_buffer_events", "realtime_replay_buffer_span_seconds", "realtime_outbox_depth", "realtime_outbox_depth_max",
+    "realtime_outbox_bytes", "realtime_outbox_bytes_max", "realtime_filter_cache_bytes",
     "realtime_conflated_frames_total", "realtime_slow_consumer_closes_total", "realtime_rate_limited_frames_total",
     "realtime_oversized_frames_total", "realtime_auth_failures_total",
     "realtime_http_requests_total", "realtime_http_request_duration_seconds_bucket",
@@ -116,7 +117,7 @@ async def test_counts_return_to_zero_after_clients_leave(spawn_server, transport
     idle = await stats_until(api, lambda body: body["connections"]["total"] == 0)
     assert idle["connections"] == {"total": 0, "authenticated": 0, "unauthenticated": 0, "users": 0, "by_transport": {}}
     assert idle["subscriptions"] == {"total": 0, "by_collection": {}}
-    assert (idle["outbox"]["depth_total"], idle["outbox"]["depth_max"]) == (0, 0)
+    assert (idle["outbox"]["depth_total"], idle["outbox"]["depth_max"], idle["outbox"]["bytes_total"]) == (0, 0, 0)
 
 
 async def test_stats_are_for_admins(api: ApiClient) -> None:
