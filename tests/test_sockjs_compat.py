@@ -7,9 +7,7 @@ fixes are about failures the library used to log, or worse, hid.
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
-import logging
 import os
 import socket
 import struct
@@ -26,12 +24,8 @@ import pytest
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
-from tornado.httputil import HTTPHeaders
+from tornado.httpclient import HTTPClientError
 from tornado.ioloop import IOLoop, PeriodicCallback
-from tornado.iostream import IOStream
-from tornado.tcpclient import TCPClient
-from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from realtime_app.sockjs_compat import (
     ConnectionInfo,
@@ -42,9 +36,9 @@ from realtime_app.sockjs_compat import (
     build_router,
     vendor_urls,
 )
+from tests.sockjs_wire import WAIT, Peer, RawHttp, no_errors_logged, ws_close, ws_frames
 
 ROOT = Path(__file__).resolve().parent.parent
-WAIT = 5.0  # seconds to wait for any one expected frame before failing
 SESSION = "/000/s1"
 CLOSE_FRAME = 'c[3000,"Go away!"]'
 
@@ -59,48 +53,16 @@ class Close(SockJSConnection):
         self.close(3000, "Go away!")
 
 
-class ErrorRecords(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 @pytest.fixture(autouse=True)
-def no_errors_logged() -> Iterator[None]:
-    """Fail the test if anything logged an error, up to and including loop shutdown."""
-    errors = ErrorRecords()
-    logging.getLogger().addHandler(errors)
-    try:
+def errors_fail_the_test() -> Iterator[None]:
+    """Up to and including loop shutdown."""
+    with no_errors_logged():
         yield
-        gc.collect()  # "exception was never retrieved" is logged when the future is collected
-    finally:
-        logging.getLogger().removeHandler(errors)
-    unexpected = [r for r in errors.records if r.name != "tornado.access"]
-    assert not unexpected, [f"{r.name}: {r.getMessage()}" for r in unexpected]
 
 
 @dataclass
-class Served:
-    port: int
-    routers: dict[str, SockJSRouter]
-    http: AsyncHTTPClient = field(default_factory=lambda: AsyncHTTPClient(force_instance=True))
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def fetch(self, path: str, method: str = "GET", body: str | bytes | None = None, **headers: str) -> HTTPResponse:
-        if method == "POST" and body is None:
-            body = b""
-        request = HTTPRequest(self.base + path, method=method, body=body, headers=headers, allow_nonstandard_methods=True)
-        return await self.http.fetch(request, raise_error=False)
-
-    async def websocket(self, path: str, **headers: str) -> WebSocketClientConnection:
-        url = f"ws://127.0.0.1:{self.port}{path}"
-        return await websocket_connect(HTTPRequest(url, headers=headers))
+class Served(Peer):
+    routers: dict[str, SockJSRouter] = field(default_factory=dict)
 
 
 @asynccontextmanager
@@ -111,56 +73,17 @@ async def serve(**endpoints: tuple[type[SockJSConnection], dict[str, Any]]) -> A
     sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
     server = tornado.httpserver.HTTPServer(tornado.web.Application(urls))
     server.add_sockets(sockets)
-    served = Served(sockets[0].getsockname()[1], routers)
+    served = Served(sockets[0].getsockname()[1], routers=routers)
     try:
         yield served
     finally:
-        served.http.close()
+        served.close()
         server.stop()
         await server.close_all_connections()
 
 
 def echo_and_close(**options: Any) -> dict[str, tuple[type[SockJSConnection], dict[str, Any]]]:
     return {"echo": (Echo, options), "close": (Close, options)}
-
-
-class RawHttp:
-    """One HTTP exchange on a plain TCP stream, read as it arrives."""
-
-    def __init__(self, stream: IOStream, status: int, headers: HTTPHeaders) -> None:
-        self.stream, self.status, self.headers = stream, status, headers
-
-    @classmethod
-    async def open(cls, port: int, method: str, path: str, version: str = "HTTP/1.1", **headers: str) -> RawHttp:
-        stream = await TCPClient().connect("127.0.0.1", port)
-        lines = [f"{method} {path} {version}", f"Host: 127.0.0.1:{port}", "Content-Length: 0", *(f"{k}: {v}" for k, v in headers.items())]
-        await stream.write(("\r\n".join(lines) + "\r\n\r\n").encode())
-        head = (await asyncio.wait_for(stream.read_until(b"\r\n\r\n"), WAIT)).decode("latin1")
-        status_line, _, header_block = head.partition("\r\n")
-        return cls(stream, int(status_line.split()[1]), HTTPHeaders.parse(header_block))
-
-    async def chunk(self) -> str:
-        """Next chunk of a chunked body ("" at its end)."""
-        size = int(await asyncio.wait_for(self.stream.read_until(b"\r\n"), WAIT), 16)
-        data = await asyncio.wait_for(self.stream.read_bytes(size + 2), WAIT)
-        return data[:-2].decode()
-
-    async def until_closed(self) -> str:
-        return (await asyncio.wait_for(self.stream.read_until_close(), WAIT)).decode()
-
-    def close(self) -> None:
-        self.stream.close()
-
-
-async def ws_frames(conn: WebSocketClientConnection, count: int) -> list[str | bytes | None]:
-    return [await asyncio.wait_for(conn.read_message(), WAIT) for _ in range(count)]
-
-
-async def ws_close(conn: WebSocketClientConnection) -> None:
-    """Close and wait for the server's answer, so nothing is left open on the loop."""
-    conn.close()
-    while await asyncio.wait_for(conn.read_message(), WAIT) is not None:
-        pass
 
 
 # Settings and mounting
