@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from realtime_app.sockjs_compat import SESSION_TRANSPORTS
+
 ENV_PREFIX = "REALTIME_"
 ASYMMETRIC_ALGORITHMS = {"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA"}
 SYMMETRIC_ALGORITHMS = {"HS256", "HS384", "HS512"}
@@ -62,6 +64,7 @@ class Settings:
     snapshot_burst: int = _opt(20, "subscribe and refresh frames allowed in a burst above snapshots_per_second")
     live_filter_cost_per_user: int = _opt(5000, "cost of one user's distinct live-query filters, all sockets together")
     max_connections_per_user: int = _opt(20, "authenticated sockets per user (close 4008 above)")
+    max_connections_per_address: int = _opt(500, "open SockJS sessions per client address, any transport (close 4008 above; 0: no cap)")
     outbox_max_frames: int = _opt(10_000, "frames queued for a slow socket before it is closed with 4009")
     outbox_max_bytes: int = _opt(16 * 1024 * 1024, "bytes queued for a slow socket before it is closed with 4009")
     replay_buffer_events: int = _opt(10_000, "recent changes kept for clients that resume with since (about 5 KB each)")
@@ -69,6 +72,7 @@ class Settings:
     snapshot_max_bytes: int = _opt(8 * 1024 * 1024, "largest live-query result in bytes as stored; narrower filters above")
     sockjs_disconnect_delay_s: float = _opt(5.0, "how long a polling session waits for the next poll before it ends")
     sockjs_heartbeat_s: float = _opt(25.0, "SockJS heartbeat interval, keeping proxies from closing idle sockets")
+    sockjs_disabled_transports: str = _opt("", "comma-separated SockJS transports not served; jsonp,htmlfile are only for old browsers")
     shutdown_reconnect_after_ms: int = _opt(2000, "in the goodbye frame on shutdown: when clients should reconnect")
     metrics_public: bool = _opt(False, "serve /metrics without an admin token (for a Prometheus on a trusted network)")
     demo: bool = _opt(False, "create demo users and documents in an empty database; generate a JWT key")
@@ -82,6 +86,10 @@ class Settings:
     @property
     def origins(self) -> list[str]:
         return [o.strip() for o in self.allowed_origins.split(",") if o.strip()]
+
+    @property
+    def disabled_transports(self) -> list[str]:
+        return [t.strip() for t in self.sockjs_disabled_transports.split(",") if t.strip()]
 
     @property
     def uses_public_key(self) -> bool:
@@ -197,6 +205,13 @@ def validate(settings: Settings) -> None:
         raise ConfigError("outbox_max_bytes must be at least 1 MiB and snapshot_max_bytes at least 64 KiB")
     if settings.snapshot_max_bytes > settings.outbox_max_bytes:
         raise ConfigError("snapshot_max_bytes must not exceed outbox_max_bytes, or a full snapshot would close its own socket")
+    if settings.max_connections_per_address < 0:
+        raise ConfigError("max_connections_per_address must be 0 (no cap) or more")
+    unknown = sorted(set(settings.disabled_transports) - set(SESSION_TRANSPORTS))
+    if unknown:
+        raise ConfigError(f"sockjs_disabled_transports: unknown {', '.join(unknown)}; the transports are {', '.join(SESSION_TRANSPORTS)}")
+    if set(SESSION_TRANSPORTS) <= set(settings.disabled_transports):
+        raise ConfigError("sockjs_disabled_transports names every transport; keep at least websocket or xhr")
     if settings.resources_file and not Path(settings.resources_file).is_file():
         raise ConfigError(f"resources file not found: {settings.resources_file}")
 

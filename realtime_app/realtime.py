@@ -115,6 +115,8 @@ class Realtime:
             allowed_origins=self.settings.origins,
             disconnect_delay=self.settings.sockjs_disconnect_delay_s,
             heartbeat_delay=self.settings.sockjs_heartbeat_s,
+            disabled_transports=self.settings.disabled_transports,
+            max_sessions_per_address=self.settings.max_connections_per_address,
         ))
 
     def _dispatch(self, event: ChangeEvent, last_in_turn: bool) -> None:

@@ -1,17 +1,30 @@
 """SockJS for realtime-app: the one module that imports sockjs-tornado.
 
-sockjs-tornado 1.0.7 speaks SockJS protocol 0.3.3 but has gaps on Tornado 6. This module keeps
-the library as it is and subclasses its handlers, connection and router to close them:
+sockjs-tornado 1.0.7 speaks SockJS protocol 0.3.3 and has gaps on Tornado 6. This module keeps
+the library as it is and subclasses its handlers, session, connection and router so that they
+speak the current protocol (sockjs-protocol's main branch; tests/test_sockjs_conformance.py
+ports its suite) and close the gaps:
 
+- the current protocol's answers: ``no-transform`` in every Cache-Control that forbids caching
+  (proxies must not compress or buffer streams), JSONP frames behind an empty ``/**/`` comment,
+  ``Content-Type: text/event-stream`` as is, the current iframe page, CORS answers that echo the
+  request's Origin (``null`` too) with credentials, 500 with the protocol's text for a missing or
+  invalid callback;
 - htmlfile and JSONP callback names are checked against a strict pattern (XSS) and echoed
   exactly (the library mangled ``_jp.a1b2c3``, which broke iframe-htmlfile);
+- polling responses state their length in bytes (the library counted characters, so a frame
+  with non-ASCII text overran it and the response was cut);
+- a session belongs to the client address that opened it (see `client_address`): polls and
+  sends from another address are refused; open sessions per address can be capped;
+- the raw websocket closes with the session's code and reason (the library sent neither);
 - closing a session from ``on_open`` on a polling transport answers ``o`` and then ``c[...]``
   on the next poll (the library overran Content-Length and the next poll hung);
 - HTTP/1.0 streaming responses end by closing the connection, even when the client asked for
   keep-alive (there is no chunked encoding to end them otherwise);
 - streaming transports send heartbeats (the library only did for websocket and polling), and
   write messages queued before a close ahead of the close frame (the library wrote it first);
-- origins: same-origin plus a configured allow-list, for websockets, CORS and the iframe pages;
+- origins: same-origin plus a configured allow-list, for websockets, CORS and the framed pages
+  (the iframe page, htmlfile, jsonp_send);
 - a websocket that went away while being written to no longer logs unhandled errors;
 - the iframe page loads our own copy of sockjs-client, served by `vendor_urls`.
 
@@ -33,6 +46,7 @@ import os
 import re
 import struct
 import time
+from collections import Counter
 from collections.abc import Awaitable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +55,9 @@ from urllib.parse import urlsplit
 
 from sockjs.tornado import SockJSConnection as _LibraryConnection
 from sockjs.tornado import SockJSRouter as _LibraryRouter
+from sockjs.tornado import proto
 from sockjs.tornado.basehandler import BaseHandler, PreflightHandler
-from sockjs.tornado.session import ConnectionInfo, Session
+from sockjs.tornado.session import CONNECTING, BaseSession, ConnectionInfo, Session
 from sockjs.tornado.static import GreetingsHandler, IFrameHandler, InfoHandler
 from sockjs.tornado.transports import (
     EventSourceTransport,
@@ -54,6 +69,7 @@ from sockjs.tornado.transports import (
     XhrStreamingTransport,
 )
 from sockjs.tornado.transports.pollingbase import PollingTransportBase
+from sockjs.tornado.transports.rawwebsocket import RawSession
 from sockjs.tornado.transports.streamingbase import StreamingTransportBase
 from sockjs.tornado.websocket import SockJSWebSocketHandler
 from tornado import httputil
@@ -62,6 +78,8 @@ from tornado.http1connection import HTTP1Connection
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.web import StaticFileHandler, URLSpec, stream_request_body
+
+from realtime_app.clientaddr import client_address
 
 __all__ = [
     "ConnectionInfo",
@@ -84,8 +102,15 @@ SESSION_TRANSPORTS = ("websocket", "xhr", "xhr_streaming", "jsonp", "eventsource
 """Transport names as they appear in session URLs, in `SockJSSettings.disabled_transports` and
 in `SockJSConnection.transport` (which can also be ``"rawwebsocket"`` for ``<prefix>/websocket``)."""
 
-# Protocol defaults (sockjs-protocol 0.3.3): a session outlives its last request by 5 s, and a
-# heartbeat every 25 s keeps proxies with idle timeouts from cutting quiet connections.
+OVER_ADDRESS_CAP = (4008, "too many connections from this address")
+"""How a session over `SockJSSettings.max_sessions_per_address` is closed, right after it opens."""
+
+_OTHER_ADDRESS = (2010, "Session belongs to another client address")
+"""Close frame answering a poll for a session from another address than the one that opened it
+(2010, as for a second receiving request: this request may not receive from the session)."""
+
+# Protocol defaults: a session outlives its last request by 5 s, and a heartbeat every 25 s
+# keeps proxies with idle timeouts from cutting quiet connections.
 DEFAULT_DISCONNECT_DELAY = 5.0
 DEFAULT_HEARTBEAT_DELAY = 25.0
 # A streaming response is restarted after this many bytes so the browser can free what it holds.
@@ -101,6 +126,9 @@ _CALLBACK_NAME = re.compile(r"[a-zA-Z0-9_.]{1,64}")
 wider would let a crafted link run script on our origin."""
 
 _SESSION_COOKIE_VALUE = re.compile(r"[A-Za-z0-9._~+/=-]{1,128}")
+_NOT_CACHED = "no-store, no-cache, no-transform, must-revalidate, max-age=0"
+# A websocket close frame holds at most 125 bytes: the 2-byte code and the reason.
+_CLOSE_REASON_MAX_BYTES = 123
 _SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer"}
 """On every response of the endpoint: no content sniffing (a JSONP or xhr body read as HTML
 would run script), no framing, no Referer leaking session URLs."""
@@ -115,11 +143,11 @@ _IFRAME_PAGE = """<!DOCTYPE html>
 <head>
   <meta http-equiv="X-UA-Compatible" content="IE=edge" />
   <meta http-equiv="Content-Type" content="text/html; charset=UTF-8" />
+  <script src="{sockjs_url}"></script>
   <script>
     document.domain = document.domain;
-    _sockjs_onload = function(){{SockJS.bootstrap_iframe();}};
+    SockJS.bootstrap_iframe();
   </script>
-  <script src="{sockjs_url}"></script>
 </head>
 <body>
   <h2>Don't panic!</h2>
@@ -169,8 +197,17 @@ class SockJSSettings:
     jsessionid: bool = False
     """Set a JSESSIONID cookie, for load balancers that keep sessions sticky with it."""
     disabled_transports: Sequence[str] = ()
-    verify_ip: bool = True
-    """Refuse a polling request for a session from an IP other than the one that opened it."""
+    """Transports not served (names from `SESSION_TRANSPORTS`); a send URL goes with the last
+    transport that needs it. jsonp and htmlfile serve only browsers without CORS or streaming
+    (Internet Explorer 9 and older), answer GETs with script or HTML around a name taken from
+    the URL, and jsonp_send takes form posts from any page: deployments without such browsers
+    can disable them."""
+    bind_to_client_address: bool = True
+    """A polling session belongs to the client address that opened it (`client_address`):
+    polls (close frame 2010) and sends (403) from another address are refused."""
+    max_sessions_per_address: int = 0
+    """Open sessions one client address may hold, all transports together; 0 for no cap. One
+    more opens and closes at once with `OVER_ADDRESS_CAP`, its connection never told."""
 
     def __post_init__(self) -> None:
         if self.prefix and (not self.prefix.startswith("/") or self.prefix.endswith("/")):
@@ -189,6 +226,8 @@ class SockJSSettings:
             raise ValueError("disconnect_delay, heartbeat_delay and response_limit must be > 0")
         if self.max_payload_bytes <= 0:
             raise ValueError("max_payload_bytes must be > 0")
+        if self.max_sessions_per_address < 0:
+            raise ValueError("max_sessions_per_address must be >= 0 (0: no cap)")
 
 
 class SockJSConnection(_LibraryConnection):
@@ -212,12 +251,13 @@ class SockJSConnection(_LibraryConnection):
         super().send(message)
 
     def close(self, code: int = 3000, reason: str = "Go away!") -> None:
-        """Close the session; the client gets ``c[code,"reason"]``.
+        """Close the session; the client gets ``c[code,"reason"]``, or on the raw websocket a
+        close frame with the code and the reason (cut to the 123 bytes such a frame holds).
 
-        The library writes the reason into the frame without JSON escaping, so it is escaped
-        here: a quote or a non-ASCII character would otherwise break the frame.
+        The library writes the reason into the SockJS frame without JSON escaping, so it is
+        escaped here: a quote or a non-ASCII character would otherwise break the frame.
         """
-        self.session.close(code, json.dumps(reason)[1:-1])
+        self.session.close(code, json.dumps(reason)[1:-1] if self.session.send_expects_json else reason)
 
     def send_packed(self, messages: list[str]) -> None:
         """Send messages that are already JSON texts as one frame, ``a[m1,m2]``, so a burst
@@ -301,8 +341,43 @@ def _normalized_origin(value: str) -> str | None:
     return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default_port) else "")
 
 
-class _Session(Session):
-    """A session keeps the transport name it was opened with, whichever transport polls it later.
+class _RefusedOverAddressCap(SockJSConnection):
+    """Stands in for the application's connection in a session over the per-address cap."""
+
+    def on_open(self, info: ConnectionInfo) -> None:
+        self.close(*OVER_ADDRESS_CAP)
+
+    def on_message(self, message: str) -> None:
+        """Never called: the session closes as it opens."""
+
+
+class _AddressCountedSession(BaseSession):
+    """A session counts against its client's address from open to close. Over the router's cap
+    it opens with `_RefusedOverAddressCap` in place of the application's connection, which is
+    never opened (so never closed either)."""
+
+    server: SockJSRouter
+    counted_address: str | None = None
+
+    def verify_state(self) -> None:
+        if self.state == CONNECTING:
+            address = self.conn_info.ip
+            if self.server.admit_address(address):
+                self.counted_address = address
+            else:
+                self.conn = _RefusedOverAddressCap(self)
+        super().verify_state()
+
+    def close(self, code: int = 3000, message: str = "Go away!") -> None:
+        super().close(code, message)
+        if self.counted_address is not None:
+            self.server.release_address(self.counted_address)
+            self.counted_address = None
+
+
+class _Session(_AddressCountedSession, Session):
+    """A session bound to its client's address, that keeps the transport name it was opened
+    with whichever transport polls it later.
 
     The library renamed a session on every attach and counted its close under the latest name:
     a session opened by xhr and then polled by jsonp closed as "jsonp", a count that never went
@@ -312,11 +387,22 @@ class _Session(Session):
     transport_name: str
 
     def set_handler(self, handler: Any, start_heartbeat: bool = True) -> bool:
+        """Attach a receiving request, unless it comes from another client address (the
+        library's own check logged an error for each, and knew only the peer's address)."""
+        if self.conn_info is not None and not self.server.belongs_to(self, handler.request):
+            log.info("SockJS session %s polled from %s, opened from %s: refused", self.session_id,
+                     client_address(handler.request), self.conn_info.ip)
+            handler.send_pack(proto.disconnect(*_OTHER_ADDRESS))
+            return False
         opened_as = self.transport_name if self.conn_info is not None else None
         attached = bool(super().set_handler(handler, start_heartbeat))
         if opened_as is not None:
             self.transport_name = opened_as
         return attached
+
+
+class _RawSession(_AddressCountedSession, RawSession):
+    """The raw websocket's session, counted against its client's address."""
 
 
 class SockJSRouter(_LibraryRouter):
@@ -337,13 +423,18 @@ class SockJSRouter(_LibraryRouter):
                 "response_limit": settings.response_limit,
                 "jsessionid": settings.jsessionid,
                 "disabled_transports": list(settings.disabled_transports),
-                "verify_ip": settings.verify_ip,
+                "verify_ip": False,  # `_Session.set_handler` checks, by `client_address`
             },
             io_loop=IOLoop.current(),
         )
         self._session_kls = _Session
         self.max_payload_bytes = settings.max_payload_bytes
         self.origin_policy = _OriginPolicy(settings.allowed_origins)
+        self.bind_to_client_address = settings.bind_to_client_address
+        self.max_sessions_per_address = settings.max_sessions_per_address
+        self._sessions_per_address: Counter[str] = Counter()
+        self.refused_over_address_cap = 0
+        """Sessions closed as they opened because their address held the most it may."""
         self.turn = 0
         """Counts loop turns in which websocket frames were sent (see `count_sent`)."""
         self._turn_ending = False
@@ -396,6 +487,31 @@ class SockJSRouter(_LibraryRouter):
         self._frames.clear()
         self._frames_bytes = 0
 
+    def admit_address(self, address: str) -> bool:
+        """Count one more open session for ``address``; False (and counted as refused) when it
+        already holds `SockJSSettings.max_sessions_per_address`."""
+        cap = self.max_sessions_per_address
+        if cap and self._sessions_per_address[address] >= cap:
+            self.refused_over_address_cap += 1
+            return False
+        self._sessions_per_address[address] += 1
+        return True
+
+    def release_address(self, address: str) -> None:
+        self._sessions_per_address[address] -= 1
+        if self._sessions_per_address[address] <= 0:
+            del self._sessions_per_address[address]
+
+    def sessions_of(self, address: str) -> int:
+        """Open sessions of one client address."""
+        return self._sessions_per_address[address]
+
+    def belongs_to(self, session: Session, request: httputil.HTTPServerRequest) -> bool:
+        """Whether ``request`` comes from the client address that opened ``session``."""
+        if not self.bind_to_client_address:
+            return True
+        return session.conn_info is not None and session.conn_info.ip == client_address(request)
+
     def sessions_by_transport(self) -> dict[str, int]:
         """Open sessions per transport name, for metrics."""
         return {name: count for name, count in self.stats.sess_transports.items() if count}
@@ -436,18 +552,19 @@ class _VendorFile(StaticFileHandler):
 
 def _checked_callback(handler: BaseHandler) -> str | None:
     """The ``c`` query parameter if it is a safe callback name; otherwise answer the request
-    with an error (500 when missing, as the protocol says; 400 when unsafe) and return None."""
-    callback = handler.get_argument("c", None)
+    with the protocol's error (500, the text naming the problem) and return None."""
+    callback = handler.get_argument("c", None, strip=False)
     if callback and _CALLBACK_NAME.fullmatch(callback):
         return str(callback)
     handler.set_header("Content-Type", "text/plain; charset=UTF-8")
-    if not callback:
-        handler.set_status(500)
-        handler.finish('"callback" parameter required')
-    else:
-        handler.set_status(400)
-        handler.finish('"callback" parameter is not a valid name')
+    handler.set_status(500)
+    handler.finish('invalid "callback" parameter' if callback else '"callback" parameter required')
     return None
+
+
+def _connection_info(request: httputil.HTTPServerRequest) -> ConnectionInfo:
+    """What `SockJSConnection.on_open` learns of the opening request; ``ip`` is `client_address`."""
+    return ConnectionInfo(client_address(request), request.cookies, request.arguments, request.headers, request.path)
 
 
 def _decoded_messages(payload: str | bytes) -> list[str] | None:
@@ -481,6 +598,14 @@ class _HandlerFixes(BaseHandler):
         self.set_header("Cache-Control", f"max-age={_CACHE_SECONDS}, public")
         self.set_header("Expires", httputil.format_timestamp(time.time() + _CACHE_SECONDS))
         self.set_header("Access-Control-Max-Age", str(_CACHE_SECONDS))
+
+    def disable_cache(self) -> None:
+        """No caching, and no transformation: a proxy that compresses or buffers a streaming
+        response would hold its frames back."""
+        self.set_header("Cache-Control", _NOT_CACHED)
+
+    def get_conn_info(self) -> ConnectionInfo:
+        return _connection_info(self.request)
 
     def handle_session_cookie(self) -> None:
         """Echo a client's JSESSIONID only when well formed: Tornado refuses to set some values
@@ -530,34 +655,71 @@ class _CrossOriginFixes(_HandlerFixes, PreflightHandler):
             self.finish("Origin not allowed")
 
     def preflight(self) -> None:
-        """CORS headers; origins reaching this point are allowed (see `prepare`)."""
+        """CORS headers; origins reaching this point are allowed (see `prepare`). The Origin is
+        echoed, ``null`` too (file: pages, sandboxed frames), with credentials so JSESSIONID
+        flows: browsers refuse ``*`` with credentials. A request without an Origin is no CORS
+        request; where any origin is allowed it gets ``*``, without credentials."""
         self.add_header("Vary", "Origin")
         origin = self.request.headers.get("Origin")
-        if origin is not None and origin != "null":
+        if origin is not None:
             self.set_header("Access-Control-Allow-Origin", origin)
+            self.set_header("Access-Control-Allow-Credentials", "true")
         elif self.server.origin_policy.allows_any:
             self.set_header("Access-Control-Allow-Origin", "*")
         else:
             return
-        self.set_header("Access-Control-Allow-Credentials", "true")
         requested = self.request.headers.get("Access-Control-Request-Headers")
         if requested:
             self.set_header("Access-Control-Allow-Headers", requested)
 
 
 class _PollingFixes(_CrossOriginFixes, PollingTransportBase):
+    active: bool
+
     def send_pack(self, message: str, binary: bool = False) -> None:
-        """A polling response carries one frame, its Content-Length set when it is written.
+        """A polling response carries one frame, its Content-Length (in bytes: the library
+        counted characters) set when it is written.
 
         A second frame can only be a close frame or a heartbeat racing the first (messages
         wait for an idle handler); a close frame is served again by the next poll, so it is
         dropped here instead of overrunning Content-Length and leaving the session open.
         """
-        if self.active:
-            super().send_pack(message, binary)
+        if not self.active:
+            return
+        if binary:
+            raise ValueError(f"the {self.name} transport carries text frames only")
+        self.active = False
+        body = self.framed(message).encode("utf-8")
+        self.set_header("Content-Type", "application/javascript; charset=UTF-8")
+        self.set_header("Content-Length", len(body))
+        self.write(body)
+        self.flush().add_done_callback(self.send_complete)
+
+    def framed(self, message: str) -> str:
+        """The response body carrying one SockJS frame."""
+        raise NotImplementedError
 
 
 class _StreamingFixes(_CrossOriginFixes, StreamingTransportBase):
+    def initialize(self, server: SockJSRouter) -> None:
+        super().initialize(server)
+        self.response_over = asyncio.Event()
+
+    async def stream_session(self, session_id: str) -> None:
+        """Attach to the session, with heartbeats, and keep the response open until it is
+        finished (the library's handlers did this with a decorator Tornado has dropped)."""
+        if self._attach_session(session_id, False):
+            self.attached()
+            if self.session is not None:
+                self.session.flush()
+        else:
+            self.finish()
+        await self.response_over.wait()
+
+    def on_connection_close(self) -> None:
+        super().on_connection_close()
+        self.response_over.set()
+
     def send_pack(self, message: str, binary: bool = False) -> None:
         """Write what the session queued before a close frame. A message sent while a write is
         in flight waits in the session's queue, but the library writes the close frame at once:
@@ -575,13 +737,15 @@ class _StreamingFixes(_CrossOriginFixes, StreamingTransportBase):
             self.session.start_heartbeat()
 
     def on_finish(self) -> None:
-        """End an HTTP/1.0 response by closing the connection once it is written.
+        """Let `stream_session` return, and end an HTTP/1.0 response by closing the connection
+        once it is written.
 
         HTTP/1.0 has no chunked encoding, so a body without Content-Length ends only with the
         connection; Tornado keeps it open when the client asked for keep-alive, and the
         client would wait forever.
         """
         super().on_finish()
+        self.response_over.set()
         connection = self.request.connection
         if self.request.version == "HTTP/1.0" and isinstance(connection, HTTP1Connection):
             stream = connection.stream
@@ -608,7 +772,8 @@ class _IFrame(_HandlerFixes, IFrameHandler):
 
 
 class _XhrPolling(_PollingFixes, XhrPollingTransport):
-    pass
+    def framed(self, message: str) -> str:
+        return message + "\n"
 
 
 class _JsonpPolling(_PollingFixes, JSONPTransport):
@@ -616,7 +781,12 @@ class _JsonpPolling(_PollingFixes, JSONPTransport):
         """Refuse unsafe callback names before the library echoes the name into the script."""
         super().prepare()
         if self.origin_allowed():
-            _checked_callback(self)
+            self.callback = _checked_callback(self)
+
+    def framed(self, message: str) -> str:
+        """``/**/callback("frame");``: the empty comment keeps a response from starting with
+        bytes a plugin could take for a Flash file of ours (the Rosetta Flash attack)."""
+        return f"/**/{self.callback}({json.dumps(message)});\r\n"
 
 
 class _XhrStreaming(_StreamingFixes, XhrStreamingTransport):
@@ -626,9 +796,16 @@ class _XhrStreaming(_StreamingFixes, XhrStreamingTransport):
 
 
 class _EventSource(_StreamingFixes, EventSourceTransport):
-    def get(self, session_id: str) -> None:
-        super().get(session_id)
-        self.attached()
+    async def get(self, session_id: str) -> None:
+        """The library's, with the content type the protocol names (event streams are UTF-8
+        by definition) and heartbeats."""
+        self.preflight()
+        self.handle_session_cookie()
+        self.disable_cache()
+        self.set_header("Content-Type", "text/event-stream")
+        self.write("\r\n")  # a prelude some browsers needed before the first event
+        self.flush()
+        await self.stream_session(session_id)
 
 
 class _ScriptSafeHtmlFile(HtmlFileTransport):
@@ -647,10 +824,6 @@ class _HtmlFile(_StreamingFixes, _ScriptSafeHtmlFile):
     """htmlfile with the callback name kept as sent (the library stripped ``[\\W_]`` from it,
     so ``_jp.a1b2c3`` named nothing) and checked, and with script-safe frames."""
 
-    def initialize(self, server: SockJSRouter) -> None:
-        super().initialize(server)
-        self.response_over = asyncio.Event()
-
     def prepare(self) -> None:
         super().prepare()
         self.callback = _checked_callback(self) if self.origin_allowed() else None
@@ -664,21 +837,7 @@ class _HtmlFile(_StreamingFixes, _ScriptSafeHtmlFile):
         head = _HTMLFILE_HEAD.format(callback=self.callback)
         self.write(head.ljust(_HTMLFILE_MIN_HEAD_BYTES) + "\r\n\r\n")
         self.flush()
-        if self._attach_session(session_id):
-            self.attached()
-            if self.session is not None:
-                self.session.flush()
-        else:
-            self.finish()
-        await self.response_over.wait()
-
-    def on_finish(self) -> None:
-        super().on_finish()
-        self.response_over.set()
-
-    def on_connection_close(self) -> None:
-        super().on_connection_close()
-        self.response_over.set()
+        await self.stream_session(session_id)
 
 
 @stream_request_body
@@ -721,6 +880,12 @@ class _SendHandler(_CrossOriginFixes, PollingTransportBase):
         if session is None or session.is_closed:
             self.set_status(404)
             return False
+        if not self.server.belongs_to(session, self.request):
+            log.info("SockJS session %s sent to from %s, opened from %s: refused", session_id,
+                     client_address(self.request), session.conn_info.ip if session.conn_info else None)
+            self.set_status(403)
+            self.write(_OTHER_ADDRESS[1] + ".")
+            return False
         if not payload:
             self.set_status(500)
             self.write("Payload expected.")
@@ -757,7 +922,9 @@ class _XhrSend(_SendHandler):
 class _JsonpSend(_SendHandler):
     def post(self, session_id: str) -> None:
         """sockjs-client posts a form with the payload in field ``d``; other clients may post
-        the JSON itself."""
+        the JSON itself. The form targets a hidden frame of the page using the transport, so
+        the answer may be framed where the origin policy allows."""
+        self.frame_only_where_allowed()
         content_type = self.request.headers.get("Content-Type", "")
         payload = bytes(self.payload)
         if content_type.split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
@@ -793,6 +960,9 @@ class _WebSocketFixes(SockJSWebSocketHandler):
     def set_default_headers(self) -> None:
         for name, value in _SECURITY_HEADERS.items():
             self.set_header(name, value)
+
+    def get_conn_info(self) -> ConnectionInfo:
+        return _connection_info(self.request)
 
     def _execute(self, transforms: list[Any], *args: bytes, **kwargs: bytes) -> Coroutine[Any, Any, None]:
         """A valid upgrade goes straight to Tornado; anything else gets the library's refusal.
@@ -911,8 +1081,20 @@ class _WebSocket(_WebSocketFixes, WebSocketTransport):
 
 class _RawWebSocket(_WebSocketFixes, RawWebSocketTransport):
     def open(self) -> None:
-        super().open()
+        """The library's, with our session class."""
+        self.server.stats.on_conn_opened()
+        self.set_nodelay(True)
+        self.session = _RawSession(self.server.get_connection_class(), self.server)
+        self.session.set_handler(self)
+        self.session.verify_state()
         self._release_upgrade_state()
+
+    def session_closed(self) -> None:
+        """Close the websocket with the session's code and reason: without SockJS framing the
+        close frame is the only place for them (the library sent neither)."""
+        code, reason = self.session.get_close_reason() if self.session is not None else (3000, "Go away!")
+        self._detach()
+        self.close(code, reason.encode("utf-8")[:_CLOSE_REASON_MAX_BYTES].decode("utf-8", "ignore"))
 
 
 async def _awaited(future: Awaitable[None]) -> None:
@@ -933,13 +1115,16 @@ def _routes(router: SockJSRouter, settings: SockJSSettings) -> list[URLSpec]:
         "htmlfile": _HtmlFile,
     }
     enabled = {name: handler for name, handler in receivers.items() if name not in settings.disabled_transports}
+    senders: dict[str, tuple[type[Any], set[str]]] = {
+        "xhr_send": (_XhrSend, {"xhr", "xhr_streaming", "eventsource", "htmlfile"}),
+        "jsonp_send": (_JsonpSend, {"jsonp"}),
+    }
     routes = [
         URLSpec(base + r"/?", _Greeting, deps),
         URLSpec(base + r"/info", _Info, deps),
         URLSpec(base + r"/iframe[0-9a-z._-]*\.html", _IFrame, deps),
-        URLSpec(session + r"/xhr_send", _XhrSend, deps),
-        URLSpec(session + r"/jsonp_send", _JsonpSend, deps),
     ]
+    routes += [URLSpec(f"{session}/{name}", handler, deps) for name, (handler, users) in senders.items() if users & enabled.keys()]
     routes += [URLSpec(f"{session}/{name}", handler, deps) for name, handler in enabled.items()]
     if "websocket" in enabled:
         routes.append(URLSpec(base + r"/websocket", _RawWebSocket, deps))

@@ -212,7 +212,8 @@ class Stats:
             "filters": {"cached": len(realtime.filters), "cached_bytes": realtime.filters.bytes},
             "limits": {"slow_consumer_closes": counters.slow_consumer_closes, "rate_limited": counters.rate_limited,
                        "oversized_frames": counters.oversized_frames, "auth_failures": counters.auth_failures,
-                       "connections_refused": counters.connections_refused},
+                       "connections_refused": counters.connections_refused,
+                       "connections_refused_per_address": realtime.router.refused_over_address_cap if realtime.router else 0},
             "delivery_latency": counters.delivery_latency.summary(),
             "rest": {"requests_total": sum(self.requests.values()), "routes": [
                 {"route": route, "method": method, "count": sum(statuses.values()), "by_status": statuses,
@@ -278,6 +279,8 @@ def _scalars(snap: dict[str, Any]) -> Iterator[Metric]:
         ("realtime_oversized_frames_total", "Client frames over max_frame_bytes", limits["oversized_frames"]),
         ("realtime_auth_failures_total", "Socket auth frames refused", limits["auth_failures"]),
         ("realtime_connections_refused_total", "Sockets refused over max_connections_per_user", limits["connections_refused"]),
+        ("realtime_connections_refused_per_address_total", "SockJS sessions refused over max_connections_per_address",
+         limits["connections_refused_per_address"]),
         ("process_cpu_seconds_total", "User and system CPU time of the process", process["cpu_seconds"]),
     ]
     gauges = [

@@ -6,6 +6,7 @@ Set REALTIME_TEST_MONGO_URI to run against an existing replica set instead of st
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import uuid
 from collections.abc import Generator, Iterator
@@ -100,3 +101,22 @@ def server(start_server) -> Server:
 @pytest.fixture
 def api(server: Server) -> ApiClient:
     return ApiClient(server)
+
+
+CONFORMANCE_MODULE = "tests/test_sockjs_conformance.py::"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line counting the ported SockJS conformance tests (``test_<UpstreamClass>_<test>``)."""
+    outcomes: dict[str, str] = {}
+    # From the best outcome to the worst: a test that passed and then errored in teardown errored.
+    for outcome in ("passed", "skipped", "xfailed", "xpassed", "failed", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            name = getattr(report, "nodeid", "").removeprefix(CONFORMANCE_MODULE)
+            if report.nodeid.startswith(CONFORMANCE_MODULE) and re.fullmatch(r"test_[A-Z][A-Za-z0-9]*_\w+", name):
+                outcomes[name] = outcome
+    if outcomes:
+        counts = {outcome: list(outcomes.values()).count(outcome) for outcome in sorted(set(outcomes.values()))}
+        details = ", ".join(f"{count} {outcome}" for outcome, count in counts.items())
+        terminalreporter.write_line(f"SockJS protocol conformance (sockjs-protocol, main): "
+                                    f"{counts.get('passed', 0)} of {len(outcomes)} upstream tests pass ({details})")

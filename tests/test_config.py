@@ -91,6 +91,18 @@ def test_other_validation_errors(tmp_path: Path) -> None:
         settings_from(environ={"REALTIME_JWT_SECRET": SECRET, "REALTIME_JWT_LEEWAY_S": "nan"})
 
 
+def test_sockjs_transports_and_the_per_address_cap() -> None:
+    settings = settings_from(environ={"REALTIME_JWT_SECRET": SECRET, "REALTIME_SOCKJS_DISABLED_TRANSPORTS": " jsonp, htmlfile "})
+    assert settings.disabled_transports == ["jsonp", "htmlfile"]
+    with pytest.raises(ConfigError, match="unknown carrier-pigeon; the transports are websocket, xhr"):
+        settings_from(environ={}, jwt_secret=SECRET, sockjs_disabled_transports="jsonp,carrier-pigeon")
+    with pytest.raises(ConfigError, match="every transport"):
+        settings_from(environ={}, jwt_secret=SECRET, sockjs_disabled_transports="websocket,xhr,xhr_streaming,jsonp,eventsource,htmlfile")
+    assert settings_from(environ={}, jwt_secret=SECRET, max_connections_per_address=0).max_connections_per_address == 0
+    with pytest.raises(ConfigError, match="max_connections_per_address"):
+        settings_from(environ={}, jwt_secret=SECRET, max_connections_per_address=-1)
+
+
 def test_malformed_values_name_the_setting() -> None:
     for name, raw in [("PORT", "eighty"), ("MAX_BODY_BYTES", "1.5"), ("DEMO", "maybe"), ("JWT_LEEWAY_S", "soon")]:
         with pytest.raises(ConfigError, match=name.lower()):

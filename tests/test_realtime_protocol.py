@@ -207,3 +207,20 @@ async def test_raw_websocket_endpoint_speaks_the_protocol(api: ApiClient) -> Non
     ws.write_message(json.dumps({"type": "auth", "token": api.token()}))
     assert json.loads(await ws.read_message())["type"] == "auth_ok"
     ws.close()
+
+
+async def test_raw_websocket_closes_with_the_close_code_and_reason(spawn_server: Any) -> None:
+    """The plain websocket has no SockJS close frame: the websocket close frame carries them."""
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    api = ApiClient(await spawn_server(auth_timeout_s=0.3, max_frame_bytes=1024))
+    url = api.base.replace("http", "ws") + "/realtime/websocket"
+    for frame, code, reason in ((None, 4001, "authentication timed out"), ({"type": "ping", "ts": "x" * 2000}, 4008, "frame too large")):
+        ws = await websocket_connect(HTTPRequest(url, headers={"Origin": api.base}))
+        if frame is not None:
+            ws.write_message(json.dumps(frame))
+        while await asyncio.wait_for(ws.read_message(), 5) is not None:
+            pass
+        ws.close()
+        assert (ws.close_code, ws.close_reason) == (code, reason)

@@ -7,9 +7,7 @@ fixes are about failures the library used to log, or worse, hid.
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
-import logging
 import os
 import socket
 import struct
@@ -26,12 +24,8 @@ import pytest
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
-from tornado.httputil import HTTPHeaders
+from tornado.httpclient import HTTPClientError
 from tornado.ioloop import IOLoop, PeriodicCallback
-from tornado.iostream import IOStream
-from tornado.tcpclient import TCPClient
-from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from realtime_app.sockjs_compat import (
     ConnectionInfo,
@@ -42,11 +36,12 @@ from realtime_app.sockjs_compat import (
     build_router,
     vendor_urls,
 )
+from tests.sockjs_wire import OTHER_ADDRESS, WAIT, Peer, RawHttp, eventually, no_errors_logged, ws_close, ws_frames
 
 ROOT = Path(__file__).resolve().parent.parent
-WAIT = 5.0  # seconds to wait for any one expected frame before failing
 SESSION = "/000/s1"
 CLOSE_FRAME = 'c[3000,"Go away!"]'
+NOT_CACHED = "no-store, no-cache, no-transform, must-revalidate, max-age=0"
 
 
 class Echo(SockJSConnection):
@@ -59,48 +54,16 @@ class Close(SockJSConnection):
         self.close(3000, "Go away!")
 
 
-class ErrorRecords(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 @pytest.fixture(autouse=True)
-def no_errors_logged() -> Iterator[None]:
-    """Fail the test if anything logged an error, up to and including loop shutdown."""
-    errors = ErrorRecords()
-    logging.getLogger().addHandler(errors)
-    try:
+def errors_fail_the_test() -> Iterator[None]:
+    """Up to and including loop shutdown."""
+    with no_errors_logged():
         yield
-        gc.collect()  # "exception was never retrieved" is logged when the future is collected
-    finally:
-        logging.getLogger().removeHandler(errors)
-    unexpected = [r for r in errors.records if r.name != "tornado.access"]
-    assert not unexpected, [f"{r.name}: {r.getMessage()}" for r in unexpected]
 
 
 @dataclass
-class Served:
-    port: int
-    routers: dict[str, SockJSRouter]
-    http: AsyncHTTPClient = field(default_factory=lambda: AsyncHTTPClient(force_instance=True))
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def fetch(self, path: str, method: str = "GET", body: str | bytes | None = None, **headers: str) -> HTTPResponse:
-        if method == "POST" and body is None:
-            body = b""
-        request = HTTPRequest(self.base + path, method=method, body=body, headers=headers, allow_nonstandard_methods=True)
-        return await self.http.fetch(request, raise_error=False)
-
-    async def websocket(self, path: str, **headers: str) -> WebSocketClientConnection:
-        url = f"ws://127.0.0.1:{self.port}{path}"
-        return await websocket_connect(HTTPRequest(url, headers=headers))
+class Served(Peer):
+    routers: dict[str, SockJSRouter] = field(default_factory=dict)
 
 
 @asynccontextmanager
@@ -111,56 +74,17 @@ async def serve(**endpoints: tuple[type[SockJSConnection], dict[str, Any]]) -> A
     sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
     server = tornado.httpserver.HTTPServer(tornado.web.Application(urls))
     server.add_sockets(sockets)
-    served = Served(sockets[0].getsockname()[1], routers)
+    served = Served(sockets[0].getsockname()[1], routers=routers)
     try:
         yield served
     finally:
-        served.http.close()
+        served.close()
         server.stop()
         await server.close_all_connections()
 
 
 def echo_and_close(**options: Any) -> dict[str, tuple[type[SockJSConnection], dict[str, Any]]]:
     return {"echo": (Echo, options), "close": (Close, options)}
-
-
-class RawHttp:
-    """One HTTP exchange on a plain TCP stream, read as it arrives."""
-
-    def __init__(self, stream: IOStream, status: int, headers: HTTPHeaders) -> None:
-        self.stream, self.status, self.headers = stream, status, headers
-
-    @classmethod
-    async def open(cls, port: int, method: str, path: str, version: str = "HTTP/1.1", **headers: str) -> RawHttp:
-        stream = await TCPClient().connect("127.0.0.1", port)
-        lines = [f"{method} {path} {version}", f"Host: 127.0.0.1:{port}", "Content-Length: 0", *(f"{k}: {v}" for k, v in headers.items())]
-        await stream.write(("\r\n".join(lines) + "\r\n\r\n").encode())
-        head = (await asyncio.wait_for(stream.read_until(b"\r\n\r\n"), WAIT)).decode("latin1")
-        status_line, _, header_block = head.partition("\r\n")
-        return cls(stream, int(status_line.split()[1]), HTTPHeaders.parse(header_block))
-
-    async def chunk(self) -> str:
-        """Next chunk of a chunked body ("" at its end)."""
-        size = int(await asyncio.wait_for(self.stream.read_until(b"\r\n"), WAIT), 16)
-        data = await asyncio.wait_for(self.stream.read_bytes(size + 2), WAIT)
-        return data[:-2].decode()
-
-    async def until_closed(self) -> str:
-        return (await asyncio.wait_for(self.stream.read_until_close(), WAIT)).decode()
-
-    def close(self) -> None:
-        self.stream.close()
-
-
-async def ws_frames(conn: WebSocketClientConnection, count: int) -> list[str | bytes | None]:
-    return [await asyncio.wait_for(conn.read_message(), WAIT) for _ in range(count)]
-
-
-async def ws_close(conn: WebSocketClientConnection) -> None:
-    """Close and wait for the server's answer, so nothing is left open on the loop."""
-    conn.close()
-    while await asyncio.wait_for(conn.read_message(), WAIT) is not None:
-        pass
 
 
 # Settings and mounting
@@ -205,7 +129,7 @@ async def test_greeting_and_info(io_loop: IOLoop) -> None:
         info = json.loads(r.body)
         assert (info["websocket"], info["cookie_needed"], info["origins"]) == (True, False, ["*:*"])
         assert r.headers["Content-Type"] == "application/json; charset=UTF-8"
-        assert r.headers["Cache-Control"] == "no-store, no-cache, must-revalidate, max-age=0"
+        assert r.headers["Cache-Control"] == NOT_CACHED
         assert "Set-Cookie" not in r.headers and "Access-Control-Allow-Origin" not in r.headers
         assert json.loads((await s.fetch("/nows/info")).body)["websocket"] is False
         assert (await s.fetch("/nows/websocket")).code == 404
@@ -261,7 +185,7 @@ async def test_xhr_polling_echo(io_loop: IOLoop) -> None:
         url = "/echo" + SESSION
         r = await s.fetch(url + "/xhr", "POST")
         assert (r.code, r.body, r.headers["Content-Type"]) == (200, b"o\n", "application/javascript; charset=UTF-8")
-        assert r.headers["Cache-Control"] == "no-store, no-cache, must-revalidate, max-age=0"
+        assert r.headers["Cache-Control"] == NOT_CACHED
         sent = await s.fetch(url + "/xhr_send", "POST", '["x", "y"]')
         assert (sent.code, sent.body, sent.headers["Content-Type"]) == (204, b"", "text/plain; charset=UTF-8")
         assert (await s.fetch(url + "/xhr", "POST")).body == b'a["x","y"]\n'
@@ -280,12 +204,12 @@ async def test_jsonp_polling_echo(io_loop: IOLoop) -> None:
     async with serve(echo=(Echo, {})) as s:
         url = "/echo" + SESSION
         r = await s.fetch(url + "/jsonp?c=_jp.a1b2c3")
-        assert (r.code, r.body, r.headers["Content-Type"]) == (200, b'_jp.a1b2c3("o");\r\n', "application/javascript; charset=UTF-8")
+        assert (r.code, r.body, r.headers["Content-Type"]) == (200, b'/**/_jp.a1b2c3("o");\r\n', "application/javascript; charset=UTF-8")
         form = {"Content-Type": "application/x-www-form-urlencoded"}
         sent = await s.fetch(url + "/jsonp_send", "POST", "d=%5B%22x%22%5D", **form)
         assert (sent.code, sent.body) == (200, b"ok")
         assert (await s.fetch(url + "/jsonp_send", "POST", '["%61bc"]', **{"Content-Type": "text/plain"})).body == b"ok"
-        assert (await s.fetch(url + "/jsonp?c=_jp.a1b2c3")).body == b'_jp.a1b2c3("a[\\"x\\",\\"%61bc\\"]");\r\n'
+        assert (await s.fetch(url + "/jsonp?c=_jp.a1b2c3")).body == b'/**/_jp.a1b2c3("a[\\"x\\",\\"%61bc\\"]");\r\n'
         for bad in ("", "d=", "p=p"):
             r = await s.fetch(url + "/jsonp_send", "POST", bad, **form)
             assert (r.code, r.body) == (500, b"Payload expected.")
@@ -304,7 +228,7 @@ async def test_xhr_streaming_echo(io_loop: IOLoop) -> None:
 async def test_eventsource_echo(io_loop: IOLoop) -> None:
     async with serve(echo=(Echo, {})) as s:
         stream = await RawHttp.open(s.port, "GET", "/echo" + SESSION + "/eventsource")
-        assert stream.headers["Content-Type"] == "text/event-stream; charset=UTF-8"
+        assert stream.headers["Content-Type"] == "text/event-stream"
         assert [await stream.chunk(), await stream.chunk()] == ["\r\n", "data: o\r\n\r\n"]
         await s.fetch("/echo" + SESSION + "/xhr_send", "POST", r'["  \u0000\n"]')
         assert await stream.chunk() == 'data: a["  \\u0000\\n"]\r\n\r\n'
@@ -330,10 +254,32 @@ async def test_unsafe_callbacks_are_refused(io_loop: IOLoop) -> None:
             url = f"/echo{SESSION}/{transport}"
             missing = await s.fetch(url)
             assert (missing.code, missing.body) == (500, b'"callback" parameter required')
-            for bad in ("alert(1)//", "a%3Cb", "x" * 65, "a%0Ab", "a-b"):
+            for bad in ("alert(1)//", "a%3Cb", "x" * 65, "a%0Ab", "a-b", "%20"):
                 r = await s.fetch(f"{url}?c={bad}")
-                assert r.code == 400 and r.headers["Content-Type"] == "text/plain; charset=UTF-8", (transport, bad)
+                assert (r.code, r.body, r.headers["Content-Type"]) == (500, b'invalid "callback" parameter', "text/plain; charset=UTF-8"), bad
         assert s.routers["echo"].sessions_by_transport() == {}
+
+
+async def test_polling_frames_with_non_ascii_text_state_their_length_in_bytes(io_loop: IOLoop) -> None:
+    """Packed messages are JSON texts as the application made them, non-ASCII included; the
+    library stated their length in characters and the response was cut short."""
+
+    class Packed(SockJSConnection):
+        def on_message(self, message: str) -> None:
+            self.send_packed(['{"name":"Zoë ✓"}'])
+
+    async with serve(packed=(Packed, {})) as s:
+        await s.fetch("/packed/000/p1/xhr", "POST")
+        await s.fetch("/packed/000/p1/xhr_send", "POST", '["go"]')
+        frame = 'a[{"name":"Zoë ✓"}]'
+        r = await s.fetch("/packed/000/p1/xhr", "POST")
+        assert (r.code, r.body.decode()) == (200, frame + "\n")
+        assert int(r.headers["Content-Length"]) == len(r.body)
+        await s.fetch("/packed/000/p2/jsonp?c=cb")
+        await s.fetch("/packed/000/p2/jsonp_send", "POST", "d=%5B%22go%22%5D", **{"Content-Type": "application/x-www-form-urlencoded"})
+        r = await s.fetch("/packed/000/p2/jsonp?c=cb")
+        assert (r.code, r.body.decode()) == (200, f"/**/cb({json.dumps(frame)});\r\n")
+        assert int(r.headers["Content-Length"]) == len(r.body)
 
 
 async def test_send_packed_and_transport_backlog(io_loop: IOLoop) -> None:
@@ -366,7 +312,7 @@ async def test_send_packed_and_transport_backlog(io_loop: IOLoop) -> None:
 
 @pytest.mark.parametrize(
     ("transport", "method", "framed"),
-    [("xhr", "POST", lambda frame: frame + "\n"), ("jsonp?c=cb", "GET", lambda frame: f"cb({json.dumps(frame)});\r\n")],
+    [("xhr", "POST", lambda frame: frame + "\n"), ("jsonp?c=cb", "GET", lambda frame: f"/**/cb({json.dumps(frame)});\r\n")],
 )
 async def test_close_on_open_polling(io_loop: IOLoop, transport: str, method: str, framed: Callable[[str], str]) -> None:
     async with serve(**echo_and_close()) as s:
@@ -422,6 +368,36 @@ async def test_messages_sent_before_close_arrive_before_the_close_frame(io_loop:
         ws = await s.websocket("/bye" + SESSION + "/websocket")
         assert await ws_frames(ws, 4) == ["o", bye, close, None]
         ws.close()
+
+
+async def test_raw_websocket_closes_with_the_code_and_reason(io_loop: IOLoop) -> None:
+    """No SockJS close frame there: the websocket close frame carries them, the reason as
+    given and cut to the 123 bytes that frame holds."""
+    long_reason = "é" * 100
+
+    class Refuse(SockJSConnection):
+        def on_open(self, info: ConnectionInfo) -> None:
+            self.close(4001, 'bad "token" é')
+
+    class Chatty(Echo):
+        def on_message(self, message: str) -> None:
+            self.close(4008, long_reason)
+
+    async with serve(**echo_and_close(), bye=(Goodbye, {}), refuse=(Refuse, {}), chatty=(Chatty, {})) as s:
+        for prefix, messages, code, reason in (
+            ("close", [], 3000, "Go away!"),
+            ("bye", ["goodbye"], 4001, "auth failed"),
+            ("refuse", [], 4001, 'bad "token" é'),
+        ):
+            ws = await s.websocket(f"/{prefix}/websocket")
+            assert await ws_frames(ws, len(messages) + 1) == [*messages, None]
+            ws.close()
+            assert (ws.close_code, ws.close_reason) == (code, reason), prefix
+        ws = await s.websocket("/chatty/websocket")
+        ws.write_message("go")
+        assert await ws_frames(ws, 1) == [None]
+        ws.close()
+        assert (ws.close_code, ws.close_reason) == (4008, long_reason[:61])
 
 
 async def test_close_reason_is_escaped(io_loop: IOLoop) -> None:
@@ -480,8 +456,120 @@ async def test_cors_origin_policy(io_loop: IOLoop) -> None:
         assert int(preflight.headers["Access-Control-Max-Age"]) > 1_000_000 and "Origin" in preflight.headers["Vary"]
 
         assert (await s.fetch(f"/any{SESSION}/xhr", "POST", **foreign)).headers["Access-Control-Allow-Origin"] == "https://evil.example"
-        assert (await s.fetch("/any/info", Origin="null")).headers["Access-Control-Allow-Origin"] == "*"
-        assert (await s.fetch("/any/info")).headers["Access-Control-Allow-Origin"] == "*"
+        # Never "*" with credentials, which browsers refuse: "null" (a file: page, a sandboxed
+        # frame) is echoed like any origin; a request without Origin gets "*" alone.
+        null = await s.fetch("/any/info", Origin="null")
+        assert (null.headers["Access-Control-Allow-Origin"], null.headers["Access-Control-Allow-Credentials"]) == ("null", "true")
+        plain = await s.fetch("/any/info")
+        assert plain.headers["Access-Control-Allow-Origin"] == "*" and "Access-Control-Allow-Credentials" not in plain.headers
+        assert (await s.fetch("/same/info", Origin="null")).code == 403
+
+
+async def test_jsonp_send_may_be_framed_where_the_origin_policy_allows(io_loop: IOLoop) -> None:
+    """sockjs-client posts jsonp_send from a form into a hidden frame of its page."""
+    async with serve(same=(Echo, {}), listed=(Echo, {"allowed_origins": ["https://app.example"]})) as s:
+        for prefix, frame_options, policy in (("same", "SAMEORIGIN", "frame-ancestors 'self'"),
+                                              ("listed", None, "frame-ancestors 'self' https://app.example")):
+            await s.fetch(f"/{prefix}{SESSION}/jsonp?c=cb")
+            r = await s.fetch(f"/{prefix}{SESSION}/jsonp_send", "POST", "d=%5B%22x%22%5D", **{"Content-Type": "application/x-www-form-urlencoded"})
+            assert (r.code, r.body) == (200, b"ok")
+            assert (r.headers.get("X-Frame-Options"), r.headers.get("Content-Security-Policy")) == (frame_options, policy), prefix
+        assert (await s.fetch(f"/same{SESSION}/xhr_send", "POST", '["x"]')).headers["X-Frame-Options"] == "DENY"
+
+
+# Sessions and client addresses
+
+
+class Counting(Echo):
+    """Echo that records the sessions the application saw open and close."""
+
+    opened: list[str] = []
+    closed: list[str] = []
+
+    def on_open(self, info: ConnectionInfo) -> None:
+        self.opened.append(info.ip)
+
+    def on_close(self) -> None:
+        self.closed.append(self.transport)
+
+
+@pytest.fixture
+def counting() -> Iterator[type[Counting]]:
+    Counting.opened, Counting.closed = [], []
+    yield Counting
+
+
+async def test_a_polling_session_takes_polls_and_sends_only_from_its_client_address(io_loop: IOLoop, counting: type[Counting]) -> None:
+    async with serve(echo=(counting, {}), unbound=(Echo, {"bind_to_client_address": False})) as s:
+        other = Peer(s.port, OTHER_ADDRESS)
+        url = "/echo" + SESSION
+        assert (await s.fetch(url + "/xhr", "POST")).body == b"o\n"
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        for transport, body, headers in (("xhr_send", '["injected"]', {}), ("jsonp_send", "d=%5B%22injected%22%5D", form)):
+            r = await other.fetch(f"{url}/{transport}", "POST", body, **headers)
+            assert (r.code, r.body) == (403, b"Session belongs to another client address."), transport
+        refused_poll = await other.fetch(url + "/xhr", "POST")
+        assert refused_poll.body == b'c[2010,"Session belongs to another client address"]\n'
+        assert (await s.fetch(url + "/xhr_send", "POST", '["mine"]')).code == 204
+        assert (await s.fetch(url + "/xhr", "POST")).body == b'a["mine"]\n'
+        assert counting.opened == ["127.0.0.1"] and counting.closed == []
+
+        await s.fetch("/unbound" + SESSION + "/xhr", "POST")
+        assert (await other.fetch("/unbound" + SESSION + "/xhr_send", "POST", '["x"]')).code == 204
+        assert (await other.fetch("/unbound" + SESSION + "/xhr", "POST")).body == b'a["x"]\n'
+        other.close()
+
+
+async def test_open_sessions_per_address_are_capped(io_loop: IOLoop, counting: type[Counting]) -> None:
+    """Over the cap a session opens and closes at once with 4008 on every transport; the
+    application never sees it. Closing one makes room again."""
+    async with serve(echo=(counting, {"max_sessions_per_address": 2, "disconnect_delay": 0.3})) as s:
+        router = s.routers["echo"]
+        ws = await s.websocket("/echo/000/w1/websocket")
+        assert await ws_frames(ws, 1) == ["o"]
+        assert (await s.fetch("/echo/000/x1/xhr", "POST")).body == b"o\n"
+        assert router.sessions_of("127.0.0.1") == 2
+        refused = 'c[4008,"too many connections from this address"]'
+        over = await s.websocket("/echo/000/w2/websocket")
+        assert await ws_frames(over, 3) == ["o", refused, None]
+        over.close()
+        assert [(await s.fetch("/echo/000/x2/xhr", "POST")).body.decode() for _ in range(2)] == ["o\n", refused + "\n"]
+        stream = await RawHttp.open(s.port, "POST", "/echo/000/x3/xhr_streaming")
+        assert [await stream.chunk() for _ in range(4)][1:] == ["o\n", refused + "\n", ""]
+        stream.close()
+        raw = await s.websocket("/echo/websocket")
+        assert await ws_frames(raw, 1) == [None]
+        raw.close()
+        assert (raw.close_code, raw.close_reason) == (4008, "too many connections from this address")
+        other = Peer(s.port, OTHER_ADDRESS)
+        assert (await other.fetch("/echo/000/y1/xhr", "POST")).body == b"o\n"
+        other.close()
+        assert router.refused_over_address_cap == 4 and counting.opened == ["127.0.0.1", "127.0.0.1", OTHER_ADDRESS]
+
+        await ws_close(ws)
+        await eventually(lambda: router.sessions_of("127.0.0.1") == 1, "released by the closed websocket")
+        again = await s.websocket("/echo/000/w3/websocket")
+        assert await ws_frames(again, 1) == ["o"]
+        await ws_close(again)
+        await eventually(lambda: router.sessions_of("127.0.0.1") == router.sessions_of(OTHER_ADDRESS) == 0, "all released")
+        assert sorted(counting.closed) == ["websocket", "websocket", "xhr", "xhr"]
+
+
+async def test_disabled_transports_take_their_send_urls_along(io_loop: IOLoop) -> None:
+    """A send URL is served while a transport that needs it is: xhr_send for xhr, xhr_streaming,
+    eventsource and htmlfile; jsonp_send for jsonp."""
+    xhr_only = {"disabled_transports": ["websocket", "xhr_streaming", "eventsource", "htmlfile", "jsonp"]}
+    jsonp_only = {"disabled_transports": ["xhr", "xhr_streaming", "eventsource", "htmlfile"]}
+    sends = {"xhr_send": ('["x"]', "text/plain"), "jsonp_send": ("d=%5B%22x%22%5D", "application/x-www-form-urlencoded")}
+    async with serve(modern=(Echo, {"disabled_transports": ["jsonp", "htmlfile"]}), xhr=(Echo, xhr_only), jsonp=(Echo, jsonp_only)) as s:
+        for path in (f"/modern{SESSION}/jsonp?c=cb", f"/modern{SESSION}/htmlfile?c=cb", "/xhr/websocket"):
+            assert (await s.fetch(path)).code == 404, path
+        for prefix, opening, served in (("modern", "xhr", "xhr_send"), ("xhr", "xhr", "xhr_send"), ("jsonp", "jsonp?c=cb", "jsonp_send")):
+            url = f"/{prefix}{SESSION}"
+            assert (await s.fetch(f"{url}/{opening}", "POST" if opening == "xhr" else "GET")).code == 200
+            for send, (body, kind) in sends.items():
+                r = await s.fetch(f"{url}/{send}", "POST", body, **{"Content-Type": kind})
+                assert r.code == ({"xhr_send": 204, "jsonp_send": 200}[send] if send == served else 404), (prefix, send)
 
 
 # HTTP/1.0, heartbeats, cookies, broken input
