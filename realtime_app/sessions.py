@@ -60,6 +60,13 @@ def _state(doc: dict[str, Any]) -> UserState:
     return UserState(int(doc.get("token_epoch", 0)), bool(doc.get("disabled", False)))
 
 
+def _predates(principal: Principal, state: UserState) -> bool:
+    """Whether the token was issued before the user's latest change (see the module's rules)."""
+    if principal.epoch is not None:
+        return principal.epoch < state.epoch
+    return principal.issued_at is None or (principal.issued_at + 1) * 1000 <= state.epoch
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -77,7 +84,7 @@ class Sessions:
         self.running = False
         self.last_error: str | None = None
         self._users: dict[str, UserState] = {}
-        self._ended: dict[str, tuple[str, float]] = {}  # session -> (user, until when it matters)
+        self._ended: dict[str, float] = {}  # session -> until when it matters (its access tokens' end)
         self._task: asyncio.Task[None] | None = None
         self._loaded = asyncio.Event()
 
@@ -91,18 +98,17 @@ class Sessions:
                 return Unauthorized("the user of this token no longer exists")
         elif state.disabled:
             return Unauthorized("this user is disabled")
-        elif principal.epoch is not None and principal.epoch < state.epoch or principal.epoch is None and (
-                principal.issued_at is None or (principal.issued_at + 1) * 1000 <= state.epoch):
+        elif _predates(principal, state):
             return Unauthorized("the token was revoked: the user's password, roles or status changed after it was issued; log in again")
         if principal.family is not None and self._session_ended(principal.family):
             return Unauthorized("this login session has ended (signed out); log in again")
         return None
 
     def _session_ended(self, family: str) -> bool:
-        ended = self._ended.get(family)
-        if ended is None:
+        until = self._ended.get(family)
+        if until is None:
             return False
-        if ended[1] < time.time():
+        if until < time.time():
             del self._ended[family]
             return False
         return True
@@ -144,9 +150,9 @@ class Sessions:
     def _note_ended(self, family: str, user: str, until: float) -> None:
         now = time.time()
         if until > now and family not in self._ended:
-            for stale in [key for key, (_, ends) in self._ended.items() if ends < now]:
+            for stale in [key for key, ends in self._ended.items() if ends < now]:
                 del self._ended[stale]
-            self._ended[family] = (user, until)
+            self._ended[family] = until
             self.on_change(user)
 
     # -- following MongoDB -----------------------------------------------------------------
