@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl, urlencode
 from tornado import httputil, web
 
 from realtime_app import jsoncodec
+from realtime_app.clientaddr import client_address
 from realtime_app.context import Context
 from realtime_app.db import describe, is_connection_error
 from realtime_app.errors import AppError, PayloadTooLarge, RateLimited, Unauthorized
@@ -70,7 +71,7 @@ class APIHandler(web.RequestHandler):
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
         if not self.public:
-            self.principal = self.context.tokens.principal(self._bearer_token())
+            self.principal = self.context.auth.principal(self._bearer_token())
 
     def _bearer_token(self) -> str:
         header = self.request.headers.get("Authorization", "")
@@ -180,12 +181,13 @@ def request_logger(stats: Stats) -> Callable[[web.RequestHandler], None]:
         request, status = handler.request, handler.get_status()
         method = request.method if request.method in handler.SUPPORTED_METHODS else "OTHER"
         duration_ms = round(request.request_time() * 1000, 3)
-        extra: dict[str, Any] = {"method": method, "path": loggable_target(request), "status": status, "duration_ms": duration_ms}
+        extra: dict[str, Any] = {"method": method, "path": loggable_target(request), "status": status, "duration_ms": duration_ms,
+                                 "client": client_address(request)}
         level = logging.WARNING if status >= 500 else logging.DEBUG
         if isinstance(handler, APIHandler):
             stats.observe_request(type(handler).__name__, method, status, request.request_time())
             extra["request_id"] = handler.request_id
             level = max(level, logging.INFO)
-        access_log.log(level, "%s %s %d %.1f ms", method, extra["path"], status, duration_ms, extra=extra)
+        access_log.log(level, "%s %s %s %d %.1f ms", extra["client"], method, extra["path"], status, duration_ms, extra=extra)
 
     return log_request

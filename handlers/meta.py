@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 from handlers.base import APIHandler
+from realtime_app.errors import Unauthorized
 from realtime_app.openapi import openapi_document
+
+log = logging.getLogger("realtime_app.http")
 
 
 class HealthHandler(APIHandler):
@@ -14,14 +19,27 @@ class HealthHandler(APIHandler):
 
 
 class ReadyHandler(APIHandler):
+    """Anyone may ask; the errors behind the reasons (driver text, addresses) are for admins,
+    who send their token, and for the log."""
+
     public = True
 
     async def get(self) -> None:
-        reasons = await self.context.not_ready_reasons()
-        if reasons:
-            self.write_json({"status": "unavailable", "reasons": reasons}, 503)
-        else:
+        not_ready = await self.context.not_ready_reasons()
+        if not not_ready:
             self.write_json({"status": "ready"})
+            return
+        for item in not_ready:
+            log.warning("not ready: %s (%s)", item.reason, item.detail)
+        detailed = self._from_admin()
+        reasons = [f"{item.reason} ({item.detail})" if detailed and item.detail else item.reason for item in not_ready]
+        self.write_json({"status": "unavailable", "reasons": reasons}, 503)
+
+    def _from_admin(self) -> bool:
+        try:
+            return self.context.auth.principal(self._bearer_token()).is_admin
+        except Unauthorized:
+            return False
 
 
 class OpenAPIHandler(APIHandler):

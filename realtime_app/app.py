@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 from pathlib import Path
 from typing import Any
 
-from tornado import httpserver, web
+from tornado import httpserver, httputil, web
 
 import handlers.auth
 import handlers.documents
@@ -17,13 +18,17 @@ import handlers.static
 import handlers.stats
 from handlers.base import NotFoundHandler, request_logger
 from realtime_app import demo
-from realtime_app.auth import AuthService, LoginLimiter, TokenService, UserStore
+from realtime_app.auth import AuthService, TokenService, UserStore
+from realtime_app.clientaddr import TrustedProxies
 from realtime_app.config import Settings
 from realtime_app.context import Context
 from realtime_app.db import ConfigurationError, Database, describe
 from realtime_app.embedded_mongo import EmbeddedMongo, find_mongod
+from realtime_app.loginlimits import LoginLimiter, limits_from
+from realtime_app.readiness import NotReady
 from realtime_app.realtime import Realtime
 from realtime_app.resources import Resources, default_resources
+from realtime_app.sessions import Sessions
 from realtime_app.sockjs_compat import vendor_urls
 from realtime_app.stats import Stats
 from realtime_app.store import DocumentStore
@@ -38,6 +43,9 @@ MONGO_CONNECT_TIMEOUT_S = 15.0
 # idle this long, or a request body still arriving after this long, is closed.
 HTTP_IDLE_TIMEOUT_S = 120.0
 HTTP_BODY_TIMEOUT_S = 60.0
+# Browsers that saw this over HTTPS keep to HTTPS for a year. No includeSubDomains: other hosts
+# under the same domain are not ours to speak for.
+STRICT_TRANSPORT_SECURITY = "max-age=31536000"
 
 
 # Generation-0 collections happen every this many container allocations (CPython's default is 700).
@@ -61,7 +69,37 @@ class StartupError(RuntimeError):
     """Start-up cannot go on; the message tells the operator what to fix."""
 
 
+class ResponseHeaders(web.OutputTransform):
+    """What every response gets, whichever handler wrote it (API, static, SockJS): no Server
+    header, which named Tornado's version, and Strict-Transport-Security when the client came
+    over HTTPS, directly or through a TLS proxy (`behind_tls_proxy`)."""
+
+    def __init__(self, request: httputil.HTTPServerRequest, behind_tls_proxy: bool = False):
+        super().__init__(request)
+        self.https = behind_tls_proxy or request.protocol == "https"
+
+    def transform_first_chunk(self, status_code: int, headers: httputil.HTTPHeaders, chunk: bytes,
+                              finishing: bool) -> tuple[int, httputil.HTTPHeaders, bytes]:
+        headers.pop("Server", None)
+        if self.https:
+            headers["Strict-Transport-Security"] = STRICT_TRANSPORT_SECURITY
+        return status_code, headers, chunk
+
+
+class Application(web.Application):
+    """Tornado's application, which first finds the client's address behind trusted proxies."""
+
+    def __init__(self, *args: Any, proxies: TrustedProxies, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.proxies = proxies
+
+    def find_handler(self, request: httputil.HTTPServerRequest, **kwargs: Any) -> web._HandlerDelegate:
+        self.proxies.resolve(request)
+        return super().find_handler(request, **kwargs)
+
+
 def make_app(context: Context, realtime_urls: list[Any], stats: Stats) -> web.Application:
+    settings = context.settings
     urls: list[Any] = [
         *realtime_urls,
         *vendor_urls(REPO_ROOT),
@@ -70,14 +108,15 @@ def make_app(context: Context, realtime_urls: list[Any], stats: Stats) -> web.Ap
         *handlers.auth.urls(context),
         *handlers.documents.urls(context),
     ]
-    return web.Application(
+    return Application(
         [
             *handlers.static.urls(STATIC_DIR),
             *urls,
         ],
+        proxies=TrustedProxies(settings.proxies, settings.proxy_header),
+        transforms=[functools.partial(ResponseHeaders, behind_tls_proxy=settings.behind_tls_proxy)],
         default_handler_class=NotFoundHandler,
         default_handler_args={"context": context},
-        compress_response=False,
         log_function=request_logger(stats),
     )
 
@@ -96,6 +135,7 @@ class Server:
         self.http: httpserver.HTTPServer | None = None
         self.context: Context | None = None
         self.realtime: Realtime | None = None
+        self.sessions: Sessions | None = None
         self.stats: Stats | None = None
         self.port = settings.port
 
@@ -133,12 +173,16 @@ class Server:
         await store.prepare()
         users = UserStore(self.db)
         tokens = TokenService(settings)
-        auth = AuthService(tokens, users, LoginLimiter(settings.login_attempts_per_minute))
+        self.sessions = Sessions(self.db, settings.access_token_ttl_s + settings.jwt_leeway_s)
+        auth = AuthService(tokens, users, LoginLimiter(*limits_from(settings)), self.sessions)
         if settings.demo:
             await demo.seed(users, store)
+        await self.sessions.start()
         self.context = Context(settings, self.db, resources, store, tokens, auth)
+        self.context.readiness_checks.append(self._sessions_readiness)
         self.realtime = Realtime(self.context)
         await self.realtime.start()
+        self.sessions.on_change = self.realtime.end_refused_sessions
         self.stats = Stats(self.context, self.realtime)
         self.stats.start()
         self.http = httpserver.HTTPServer(
@@ -148,6 +192,11 @@ class Server:
         sockets = self.http_sockets()
         self.http.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]
+
+    async def _sessions_readiness(self) -> NotReady | None:
+        if self.sessions is None or self.sessions.running:
+            return None
+        return NotReady("changes to users and login sessions are not being followed", self.sessions.last_error)
 
     def http_sockets(self) -> list[Any]:
         from tornado.netutil import bind_sockets
@@ -197,6 +246,9 @@ class Server:
         if self.realtime is not None:
             await self.realtime.stop()
             self.realtime = None
+        if self.sessions is not None:
+            await self.sessions.stop()
+            self.sessions = None
         if self.http is not None:
             await self.http.close_all_connections()
             self.http = None

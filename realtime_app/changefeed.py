@@ -23,6 +23,7 @@ from realtime_app import db as dbmod
 from realtime_app import positions
 from realtime_app.filters import Filter
 from realtime_app.principal import Principal
+from realtime_app.readiness import NotReady
 from realtime_app.resources import Resource
 from realtime_app.store import DocumentStore, to_api
 
@@ -153,10 +154,10 @@ class Feed:
         """A live query's current result and the position it reflects."""
         raise NotImplementedError
 
-    def readiness(self) -> str | None:
+    def readiness(self) -> NotReady | None:
         if self.running:
             return None
-        return f"the change feed is not running ({self.last_error or 'starting'})"
+        return NotReady("the change feed is not running", self.last_error or "starting")
 
     def covers(self, position: int) -> bool:
         """Whether every event after `position` is in the replay buffer."""

@@ -1,4 +1,4 @@
-"""The `realtime-app` command: serve (default), users add|list|remove, token."""
+"""The `realtime-app` command: serve (default), users add|list|remove|disable|enable|set-roles|set-password, token."""
 
 from __future__ import annotations
 
@@ -34,13 +34,19 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--role", dest="roles", action="append", choices=ROLES, required=True, help="repeat for several")
     add.add_argument("--password", help="the password (prefer the prompt: arguments show in process lists)")
     users.add_parser("list", help="list users")
-    remove = users.add_parser("remove", help="remove a user")
-    remove.add_argument("username")
+    for name, what in [("remove", "remove a user"), ("disable", "stop a user from signing in"), ("enable", "let a disabled user sign in again")]:
+        users.add_parser(name, help=f"{what}; its tokens stop working at once").add_argument("username")
+    set_roles = users.add_parser("set-roles", help="give a user other roles; its tokens stop working at once")
+    set_roles.add_argument("username")
+    set_roles.add_argument("--role", dest="roles", action="append", choices=ROLES, required=True, help="repeat for several")
+    set_password = users.add_parser("set-password", help="give a user another password; its tokens stop working at once")
+    set_password.add_argument("username")
+    set_password.add_argument("--password", help="the password (prefer the prompt: arguments show in process lists)")
     token = commands.add_parser("token", help="print a signed access token, for ops and scripts")
     token.add_argument("--sub", required=True, help="subject (user name)")
     token.add_argument("--tenant", required=True)
     token.add_argument("--role", dest="roles", action="append", choices=ROLES, required=True)
-    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds, at most max_token_ttl_s")
     return parser
 
 
@@ -54,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_format, settings.log_level)
     try:
         if args.command == "token":
+            if not 1 <= args.ttl <= settings.max_token_ttl_s:
+                print(f"realtime-app: --ttl must be from 1 to {settings.max_token_ttl_s} seconds (max_token_ttl_s)", file=sys.stderr)
+                return 2
             print(TokenService(settings).issue(args.sub, args.tenant, args.roles, ttl_s=args.ttl))
             return 0
         if args.command == "users":
@@ -92,27 +101,38 @@ async def _users(settings: Settings, args: Any) -> int:
     try:
         assert server.db is not None
         users = UserStore(server.db)
-        if args.users_command == "add":
-            password = args.password or getpass.getpass(f"password for {args.username}: ")
-            try:
-                user = await users.add(args.username, password, args.tenant, args.roles)
-            except (ValueError, AppError) as exc:
-                print(f"realtime-app: {exc}", file=sys.stderr)
-                return 1
-            print(f"added {user.username} ({', '.join(user.roles)} in {user.tenant})")
-        elif args.users_command == "list":
+        command = args.users_command
+        if command == "list":
             for user in await users.all():
-                print(f"{user.username:<24} {user.tenant:<16} {','.join(user.roles)}")
-        else:
-            try:
-                await users.remove(args.username)
-            except AppError as exc:
-                print(f"realtime-app: {exc.detail}", file=sys.stderr)
-                return 1
-            print(f"removed {args.username}")
+                print(f"{user.username:<24} {user.tenant:<16} {','.join(user.roles)}{'  (disabled)' if user.disabled else ''}")
+            return 0
+        try:
+            print(await _change_user(users, command, args))
+        except (ValueError, AppError) as exc:
+            print(f"realtime-app: {exc}", file=sys.stderr)
+            return 1
         return 0
     finally:
         await server.stop()
+
+
+async def _change_user(users: UserStore, command: str, args: Any) -> str:
+    """Carry out one `users` command that changes a user; what to print when it is done."""
+    username = args.username
+    if command == "add":
+        user = await users.add(username, args.password or getpass.getpass(f"password for {username}: "), args.tenant, args.roles)
+        return f"added {user.username} ({', '.join(user.roles)} in {user.tenant})"
+    if command == "remove":
+        await users.remove(username)
+        return f"removed {username}"
+    if command in ("disable", "enable"):
+        await users.set_disabled(username, command == "disable")
+        return f"{command}d {username}"
+    if command == "set-roles":
+        await users.set_roles(username, args.roles)
+        return f"{username} now has the roles {', '.join(args.roles)}; its earlier tokens no longer work"
+    await users.set_password(username, args.password or getpass.getpass(f"new password for {username}: "))
+    return f"changed the password of {username}; its earlier tokens no longer work"
 
 
 if __name__ == "__main__":

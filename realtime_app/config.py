@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from realtime_app.clientaddr import IPNetwork, parse_networks
 from realtime_app.sockjs_compat import SESSION_TRANSPORTS
 
 ENV_PREFIX = "REALTIME_"
+PROXY_HEADERS = {"x-forwarded-for", "forwarded"}
 ASYMMETRIC_ALGORITHMS = {"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA"}
 SYMMETRIC_ALGORITHMS = {"HS256", "HS384", "HS512"}
 
@@ -46,7 +48,13 @@ class Settings:
     jwt_leeway_s: float = _opt(10.0, "clock skew tolerated on exp/iat/nbf, in seconds")
     access_token_ttl_s: int = _opt(900, "lifetime of issued access tokens")
     refresh_token_ttl_s: int = _opt(7 * 24 * 3600, "lifetime of issued refresh tokens")
-    login_attempts_per_minute: int = _opt(10, "failed logins allowed per username and per client address")
+    login_attempts_per_minute: int = _opt(10, "failed logins allowed a minute for one username from one client address")
+    login_attempts_per_address_per_minute: int = _opt(30, "failed logins allowed a minute from one client address, all usernames")
+    login_attempts_per_user_per_hour: int = _opt(100, "failed logins allowed an hour for one username from all addresses")
+    max_token_ttl_s: int = _opt(24 * 3600, "longest lifetime the token command may give (its --ttl)")
+    trusted_proxies: str = _opt("", "comma-separated proxy addresses or CIDRs whose forwarding header names the client")
+    proxy_header: str = _opt("X-Forwarded-For", "the header trusted proxies set: X-Forwarded-For or Forwarded")
+    behind_tls_proxy: bool = _opt(False, "clients reach this server over HTTPS through a proxy: send Strict-Transport-Security")
     resources_file: str = _opt("", "JSON file declaring the served collections (default: the demo set)")
     max_body_bytes: int = _opt(1024 * 1024, "largest accepted request body (413 above)")
     list_default_limit: int = _opt(50, "page size when a list asks for none")
@@ -90,6 +98,10 @@ class Settings:
     @property
     def disabled_transports(self) -> list[str]:
         return [t.strip() for t in self.sockjs_disabled_transports.split(",") if t.strip()]
+
+    @property
+    def proxies(self) -> list[IPNetwork]:
+        return parse_networks(self.trusted_proxies)
 
     @property
     def uses_public_key(self) -> bool:
@@ -189,7 +201,9 @@ def validate(settings: Settings) -> None:
         raise ConfigError("list limits must satisfy 1 <= list_default_limit <= list_max_limit")
     if settings.max_body_bytes < 1024:
         raise ConfigError("max_body_bytes must be at least 1024")
-    for name in ("access_token_ttl_s", "refresh_token_ttl_s", "login_attempts_per_minute", "max_filter_depth", "max_filter_cost"):
+    for name in ("access_token_ttl_s", "refresh_token_ttl_s", "login_attempts_per_minute", "login_attempts_per_address_per_minute",
+                 "login_attempts_per_user_per_hour", "max_token_ttl_s", "max_filter_depth",
+                 "max_filter_cost"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"{name} must be at least 1")
     if not 0 <= settings.jwt_leeway_s <= 300:
@@ -212,6 +226,12 @@ def validate(settings: Settings) -> None:
         raise ConfigError(f"sockjs_disabled_transports: unknown {', '.join(unknown)}; the transports are {', '.join(SESSION_TRANSPORTS)}")
     if set(SESSION_TRANSPORTS) <= set(settings.disabled_transports):
         raise ConfigError("sockjs_disabled_transports names every transport; keep at least websocket or xhr")
+    if settings.proxy_header.lower() not in PROXY_HEADERS:
+        raise ConfigError(f"proxy_header must be X-Forwarded-For or Forwarded, not {settings.proxy_header!r}")
+    try:
+        parse_networks(settings.trusted_proxies)
+    except ValueError as exc:
+        raise ConfigError(f"trusted_proxies: {exc}") from None
     if settings.resources_file and not Path(settings.resources_file).is_file():
         raise ConfigError(f"resources file not found: {settings.resources_file}")
 

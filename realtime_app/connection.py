@@ -191,7 +191,7 @@ class RealtimeConnection(SockJSConnection):
     def _authenticate(self, token: Any) -> None:
         first = self.principal is None
         try:
-            principal = self.realtime.context.tokens.principal(token)
+            principal = self.realtime.context.auth.principal(token)
         except Unauthorized as exc:
             self.realtime.counters.auth_failures += 1
             self._error(exc)
@@ -240,10 +240,14 @@ class RealtimeConnection(SockJSConnection):
             self._send({"type": "reauth_required", "expires_in_ms": remaining_ms})
 
     def _token_expired(self) -> None:
+        self.end_session(TokenExpired("the token expired without a fresh one; subscriptions were dropped"), "token expired")
+
+    def end_session(self, exc: Unauthorized, reason: str) -> None:
+        """The token no longer holds: drop the subscriptions, say why, close with 4001."""
         for sub in list(self.subscriptions.values()):
             self._remove(sub)
-        self._error(TokenExpired("the token expired without a fresh one; subscriptions were dropped"))
-        self._close_with(CLOSE_AUTH, "token expired")
+        self._error(exc)
+        self._close_with(CLOSE_AUTH, reason)
 
     def _auth_timed_out(self) -> None:
         self._error(AuthRequired(f"no auth frame within {self.realtime.settings.auth_timeout_s:g} s"))

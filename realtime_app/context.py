@@ -9,13 +9,14 @@ from dataclasses import dataclass, field
 from realtime_app.auth import AuthService, TokenService
 from realtime_app.config import Settings
 from realtime_app.db import Database, describe
+from realtime_app.readiness import NotReady
 from realtime_app.resources import Resources
 from realtime_app.store import DocumentStore
 
 # A readiness probe that takes longer than this is itself a failure.
 READY_TIMEOUT_S = 2.0
 
-ReadinessCheck = Callable[[], Awaitable[str | None]]
+ReadinessCheck = Callable[[], Awaitable[NotReady | None]]
 
 
 @dataclass
@@ -28,18 +29,18 @@ class Context:
     auth: AuthService
     readiness_checks: list[ReadinessCheck] = field(default_factory=list)
 
-    async def not_ready_reasons(self) -> list[str]:
+    async def not_ready_reasons(self) -> list[NotReady]:
         """Why the process cannot serve now; empty when MongoDB answers and every check passes."""
         reasons = []
         try:
             await asyncio.wait_for(self.db.ping(), READY_TIMEOUT_S)
         except Exception as exc:  # any failure to ping is a reason to report, not to raise
-            reasons.append(f"MongoDB does not answer ({describe(exc)})")
+            reasons.append(NotReady("MongoDB does not answer", describe(exc)))
         for check in self.readiness_checks:
             try:
                 reason = await asyncio.wait_for(check(), READY_TIMEOUT_S)
             except Exception as exc:  # a failing probe is a reason to report, not a 500
-                reason = f"readiness check failed ({describe(exc)})"
-            if reason:
+                reason = NotReady("a readiness check failed", describe(exc))
+            if reason is not None:
                 reasons.append(reason)
         return reasons

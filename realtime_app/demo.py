@@ -12,11 +12,11 @@ from realtime_app.store import DocumentStore
 log = logging.getLogger(__name__)
 
 DEMO_USERS = [
-    ("admin", "admin-demo", "acme", ["admin"]),
-    ("acme-editor", "editor-demo", "acme", ["editor"]),
-    ("acme-viewer", "viewer-demo", "acme", ["viewer"]),
-    ("globex-editor", "editor-demo", "globex", ["editor"]),
-    ("globex-viewer", "viewer-demo", "globex", ["viewer"]),
+    ("admin", "admin-demo-passphrase", "acme", ["admin"]),
+    ("acme-editor", "editor-demo-passphrase", "acme", ["editor"]),
+    ("acme-viewer", "viewer-demo-passphrase", "acme", ["viewer"]),
+    ("globex-editor", "editor-demo-passphrase", "globex", ["editor"]),
+    ("globex-viewer", "viewer-demo-passphrase", "globex", ["viewer"]),
 ]
 DEMO_SERVICES = {
     "acme": ["api-gateway", "auth", "billing", "search", "email", "reports"],
@@ -49,5 +49,5 @@ async def seed(users: UserStore, store: DocumentStore) -> bool:
 
 
 def logins_banner() -> str:
-    rows = [f"    {u:<15} {p:<12} {', '.join(r)} in {t}" for u, p, t, r in DEMO_USERS]
+    rows = [f"    {u:<15} {p:<24} {', '.join(r)} in {t}" for u, p, t, r in DEMO_USERS]
     return "Demo logins (username, password, roles):\n" + "\n".join(rows)

@@ -124,6 +124,8 @@ def openapi_document(resources: Resources, max_limit: int = 500) -> dict[str, An
     token_pair = {"type": "object", "required": ["access_token", "refresh_token", "token_type", "expires_in"],
                   "properties": {"access_token": {"type": "string"}, "refresh_token": {"type": "string"},
                                  "token_type": {"const": "Bearer"}, "expires_in": {"type": "integer"}}}
+    refresh_body = {"required": True, "content": {JSON: {"schema": {
+        "type": "object", "required": ["refresh_token"], "properties": {"refresh_token": {"type": "string"}}}}}}
     paths: dict[str, Any] = {
         "/api/v1/health": {"get": {"summary": "Liveness", "operationId": "health", "security": [], "responses": {
             "200": {"description": "Alive", "content": {JSON: {"schema": {"type": "object", "properties": {"status": {"const": "ok"}}}}}}}}},
@@ -138,10 +140,16 @@ def openapi_document(resources: Resources, max_limit: int = 500) -> dict[str, An
             "responses": {"200": {"description": "Tokens", "content": {JSON: {"schema": token_pair}}},
                           **_problem_responses(400, 401, 413, 429, 503)}}},
         "/api/v1/auth/refresh": {"post": {
-            "summary": "Exchange a refresh token for a new pair", "operationId": "refresh", "security": [],
-            "requestBody": {"required": True, "content": {JSON: {"schema": {
-                "type": "object", "required": ["refresh_token"], "properties": {"refresh_token": {"type": "string"}}}}}},
+            "summary": "Exchange a refresh token for a new pair; the refresh token is used up (a second use ends its session)",
+            "operationId": "refresh", "security": [],
+            "requestBody": refresh_body,
             "responses": {"200": {"description": "Tokens", "content": {JSON: {"schema": token_pair}}},
+                          **_problem_responses(400, 401, 413, 503)}}},
+        "/api/v1/auth/logout": {"post": {
+            "summary": "End the login session of a refresh token: it and the session's access tokens stop working",
+            "operationId": "logout", "security": [],
+            "requestBody": refresh_body,
+            "responses": {"204": {"description": "Signed out (also when the session had already ended)"},
                           **_problem_responses(400, 401, 413, 503)}}},
         "/api/v1/collections": {"get": {"summary": "Collections you may read", "operationId": "collections", "responses": {
             "200": {"description": "Collections", "content": {JSON: {"schema": {"type": "object"}}}},

@@ -14,6 +14,11 @@ class Principal:
     tenant: str
     roles: frozenset[str]
     expires_at: float
+    epoch: int | None = None
+    """The user's token epoch when the token was issued (tokens this server issues carry it)."""
+    family: str | None = None
+    """The login session the token belongs to, if it came from a login."""
+    issued_at: float | None = None
 
     @property
     def is_admin(self) -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,7 @@ from realtime_app.filters import Filter, FilterCache
 from realtime_app.hub import Hub
 from realtime_app.outbox import FlushBatch
 from realtime_app.pollfeed import POLL_INTERVAL_S, PollingFeed
+from realtime_app.readiness import NotReady
 from realtime_app.sockjs_compat import SockJSRouter, SockJSSettings, build_router
 from realtime_app.stats import Histogram
 
@@ -92,7 +92,8 @@ class Realtime:
         self.flushes = FlushBatch()
         self.connections: set[RealtimeConnection] = set()
         self._per_user: Counter[str] = Counter()
-        self.server_name = f"realtime-app/{__version__} {socket.gethostname()}"
+        self.server_name = f"realtime-app/{__version__}"
+        """What the welcome frame names, before the client has authenticated: no host name."""
         self.router: SockJSRouter | None = None
         self.connection_class: type[RealtimeConnection] | None = None
 
@@ -129,8 +130,8 @@ class Realtime:
         else:
             self.hub.dispatch(event)
 
-    async def _feed_readiness(self) -> str | None:
-        return self.feed.readiness() if self.feed is not None else "the change feed has not started"
+    async def _feed_readiness(self) -> NotReady | None:
+        return self.feed.readiness() if self.feed is not None else NotReady("the change feed has not started")
 
     @property
     def live_feed(self) -> Feed:
@@ -159,6 +160,15 @@ class Realtime:
             self._per_user[user] -= 1
             if self._per_user[user] <= 0:
                 del self._per_user[user]
+
+    def end_refused_sessions(self, user: str) -> None:
+        """Close the user's sockets whose token no longer holds (its user removed, disabled or
+        changed, its login session ended): an error frame saying why, then 4001."""
+        refusal = self.context.auth.sessions.refusal
+        for connection in list(self.connections):
+            principal = connection.principal
+            if principal is not None and principal.user == user and (reason := refusal(principal)) is not None:
+                connection.end_session(reason, "token revoked")
 
     @property
     def users_connected(self) -> int:

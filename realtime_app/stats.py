@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import resource
+import socket
 import time
 from bisect import bisect_left
 from collections import Counter, deque
@@ -190,7 +191,7 @@ class Stats:
         for (route, method, status), count in sorted(self.requests.items()):
             routes.setdefault((route, method), {})[str(status)] = count
         return {
-            "server": {"name": realtime.server_name, "uptime_s": round(time.monotonic() - self.started, 3), "time": now},
+            "server": {"name": realtime.server_name, "host": socket.gethostname(), "uptime_s": round(time.monotonic() - self.started, 3), "time": now},
             "connections": {"total": len(realtime.connections), "authenticated": authenticated,
                             "unauthenticated": len(realtime.connections) - authenticated,
                             "users": realtime.users_connected, "by_transport": by_transport},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -16,9 +17,12 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 
-from realtime_app.auth import LoginLimiter, hash_password, verify_password
+from realtime_app.config import settings_from
 from realtime_app.errors import RateLimited
+from realtime_app.loginlimits import LoginLimiter, limits_from
+from realtime_app.passwords import hash_password, verify_password
 from tests.conftest import TEST_JWT_SECRET
 from tests.helpers import ApiClient, Reply
 
@@ -143,11 +147,62 @@ async def test_failed_logins_are_rate_limited(limited_api: ApiClient) -> None:
     await add_user(api)
     for _ in range(3):
         assert (await login(api, "alice", "wrong password")).status == 401
-    for username, password in [("alice", "wrong password"), ("alice", PASSWORD), ("someone-else", "x" * 8)]:
+    for username, password in [("alice", "wrong password"), ("alice", PASSWORD)]:
         reply = await login(api, username, password)
         assert reply.status == 429, reply.body
         assert reply.body["type"].endswith("/rate_limited") and reply.problem
+        assert "login_attempts_per_minute" in reply.body["detail"] and "3 a minute" in reply.body["detail"]
         assert 1 <= int(reply.headers["Retry-After"]) <= 60
+    # Another username from the same address has a pair window of its own.
+    assert (await login(api, "someone-else", "x" * 12)).status == 401
+
+
+async def test_parallel_wrong_logins_cannot_outrun_the_limit(spawn_server: Any) -> None:
+    """Each attempt is counted before its password is hashed: 30 at once, 10 allowed."""
+    api = ApiClient(await spawn_server(login_attempts_per_minute=10))
+    await add_user(api)
+    http = AsyncHTTPClient(force_instance=True, max_clients=40)
+    try:
+        replies = await asyncio.gather(*[
+            http.fetch(api.base + LOGIN, method="POST", body=json.dumps({"username": "alice", "password": f"wrong {n}"}),
+                       headers={"Content-Type": "application/json"}, raise_error=False, request_timeout=60)
+            for n in range(30)
+        ])
+    finally:
+        http.close()
+    assert sorted(reply.code for reply in replies) == [401] * 10 + [429] * 20
+
+
+def from_address(api: ApiClient, address: str) -> AsyncHTTPClient:
+    """A client whose connections come from `address` (any of 127.0.0.0/8 reaches the server)."""
+    return AsyncHTTPClient(force_instance=True, defaults={"network_interface": address})
+
+
+async def login_from(api: ApiClient, address: str, password: str, username: str = "alice") -> HTTPResponse:
+    http = from_address(api, address)
+    try:
+        return await http.fetch(api.base + LOGIN, method="POST", body=json.dumps({"username": username, "password": password}),
+                                headers={"Content-Type": "application/json"}, raise_error=False, request_timeout=30)
+    finally:
+        http.close()
+
+
+async def test_failures_from_one_address_do_not_lock_the_owner_out(spawn_server: Any) -> None:
+    api = ApiClient(await spawn_server(login_attempts_per_minute=10, login_attempts_per_user_per_hour=15))
+    await add_user(api)
+    for _ in range(10):
+        assert (await login_from(api, "127.0.0.2", "guess " * 3)).code == 401
+    refused = await login_from(api, "127.0.0.2", PASSWORD)
+    assert refused.code == 429 and 1 <= int(refused.headers["Retry-After"]) <= 60
+    detail = json.loads(refused.body)["detail"]
+    assert "for this username from this address" in detail and "login_attempts_per_minute" in detail, detail
+    assert (await login_from(api, "127.0.0.1", PASSWORD)).code == 200
+    # The slower limit over all addresses: 15 failures an hour, wherever they come from.
+    for _ in range(5):
+        assert (await login_from(api, "127.0.0.3", "guess " * 3)).code == 401
+    spread = await login_from(api, "127.0.0.4", PASSWORD)
+    assert spread.code == 429 and "login_attempts_per_user_per_hour" in json.loads(spread.body)["detail"]
+    assert int(spread.headers["Retry-After"]) > 60
 
 
 async def test_refresh_gives_a_new_pair_and_token_kinds_do_not_mix(api: ApiClient) -> None:
@@ -174,13 +229,15 @@ async def test_refresh_gives_a_new_pair_and_token_kinds_do_not_mix(api: ApiClien
 async def test_refresh_follows_the_stored_user(api: ApiClient) -> None:
     await add_user(api)
     pair = (await login(api)).body
+    await api.context.auth.users.set_roles("alice", ["viewer"])
+    reply = await api.post(REFRESH, {"refresh_token": pair["refresh_token"]})
+    assert reply.status == 401 and "revoked" in reply.problem["detail"]
+    renewed = await api.post(REFRESH, {"refresh_token": (await login(api)).body["refresh_token"]})
+    decoded = jwt.decode(renewed.body["access_token"], TEST_JWT_SECRET, algorithms=["HS256"])
+    assert (decoded["tenant"], decoded["roles"]) == ("acme", ["viewer"])
     await api.context.auth.users.remove("alice")
     await api.context.auth.users.add("alice", PASSWORD, "globex", ["viewer"])
-    renewed = await api.post(REFRESH, {"refresh_token": pair["refresh_token"]})
-    decoded = jwt.decode(renewed.body["access_token"], TEST_JWT_SECRET, algorithms=["HS256"])
-    assert (decoded["tenant"], decoded["roles"]) == ("globex", ["viewer"])
-    await api.context.auth.users.remove("alice")
-    reply = await api.post(REFRESH, {"refresh_token": pair["refresh_token"]})
+    reply = await api.post(REFRESH, {"refresh_token": renewed.body["refresh_token"]})
     assert reply.status == 401 and reply.problem
 
 
@@ -306,12 +363,12 @@ def test_passwords_are_salted_scrypt_hashes() -> None:
 
 
 def test_login_limiter_keeps_counting_when_its_table_is_full() -> None:
-    limiter = LoginLimiter(per_minute=2)
-    for index in range(100_001):
-        limiter.record_failure(f"user:{index}")
-    limiter.record_failure("addr:new")
-    limiter.record_failure("addr:new")
+    limiter = LoginLimiter(*limits_from(settings_from(environ={}, demo=True, login_attempts_per_minute=2)))
+    for index in range(40_000):  # three windows each: past the size at which stale ones are pruned
+        limiter.reserve(f"user{index}", f"10.0.{index >> 8}.{index & 255}")
+    limiter.reserve("new", "10.9.9.9")
+    second = limiter.reserve("new", "10.9.9.9")
     with pytest.raises(RateLimited):
-        limiter.check("addr:new")
-    limiter.forget("addr:new")
-    limiter.check("addr:new")
+        limiter.reserve("new", "10.9.9.9")
+    limiter.release(second)
+    limiter.reserve("new", "10.9.9.9")

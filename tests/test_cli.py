@@ -1,10 +1,12 @@
-"""The `realtime-app` command: users add|list|remove and token, against the test mongod."""
+"""The `realtime-app` command: users add|list|remove|disable|enable|set-roles|set-password and
+token, against the test mongod; what each change of a user does to its tokens at a running server."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +17,11 @@ import pymongo
 import pytest
 
 from realtime_app import cli
-from realtime_app.auth import USERS_COLLECTION, verify_password
+from realtime_app.auth import USERS_COLLECTION
+from realtime_app.client import RealtimeClient
+from realtime_app.passwords import verify_password
 from tests.conftest import TEST_JWT_SECRET
-from tests.helpers import ApiClient
+from tests.helpers import ApiClient, Reply
 
 PASSWORD = "open sesame 42"
 
@@ -93,7 +97,7 @@ def test_users_add_refuses_bad_input(capsys: pytest.CaptureFixture[str]) -> None
     code, _, err = run(capsys, "users", "add", "carol", "--tenant", "has space", "--role", "viewer", "--password", PASSWORD)
     assert code == 1 and "tenant" in err
     code, _, err = run(capsys, "users", "add", "carol", "--tenant", "acme", "--role", "viewer", "--password", "short")
-    assert code == 1 and "at least 8" in err
+    assert code == 1 and "12 to 128 characters" in err
     with pytest.raises(SystemExit) as exit_info:
         run(capsys, "users", "add", "carol", "--tenant", "acme", "--role", "root", "--password", PASSWORD)
     assert exit_info.value.code == 2
@@ -143,3 +147,118 @@ def test_token_command_errors(capsys: pytest.CaptureFixture[str], monkeypatch: p
     monkeypatch.setenv("REALTIME_JWT_PUBLIC_KEY_FILE", str(public))
     code, out, err = run(capsys, "token", "--sub", "ops", "--tenant", "acme", "--role", "admin")
     assert (code, out) == (1, "") and "no private key" in err and "Traceback" not in err
+
+
+def test_users_add_refuses_common_and_short_passwords(capsys: pytest.CaptureFixture[str]) -> None:
+    """OWASP ASVS level 2: 12 characters at least, no common or guessable password, any characters."""
+    refusals = {"12345678": "12 to 128", "password": "12 to 128", " " * 8: "12 to 128", "x" * 129: "12 to 128",
+                " " * 12: "easy to guess", "password1234": "common", "qwerty123456": "common", "carol-carol-carol": "easy to guess"}
+    for weak, reason in refusals.items():
+        code, _, err = run(capsys, "users", "add", "carol", "--tenant", "acme", "--role", "viewer", "--password", weak)
+        assert code == 1 and reason in err, (weak, err)
+    assert run(capsys, "users", "list")[1] == ""
+    for number, good in enumerate(["correct horse battery staple, then seven more words nobody would guess at all",
+                                   "Zwölf Äpfel fielen vom Baum 🍎", "tulip orbit canvas", "k" + "Qx7#pL2$vN9!" * 10 + "zz4"]):
+        code, _, err = run(capsys, "users", "add", f"user{number}", "--tenant", "acme", "--role", "viewer", "--password", good)
+        assert code == 0, (good, err)
+
+
+async def eventually_refused(api: ApiClient, token: str, timeout: float = 10.0) -> Reply:
+    """The token's next 401, waiting for the change to reach the server through MongoDB."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        reply = await api.get("/api/v1/collections", token=token)
+        if reply.status == 401 or asyncio.get_running_loop().time() > deadline:
+            assert reply.status == 401, reply.body
+            assert reply.headers["WWW-Authenticate"].startswith("Bearer")
+            return reply
+        await asyncio.sleep(0.05)
+
+
+async def log_in(api: ApiClient, username: str = "erin", password: str = PASSWORD) -> Reply:
+    return await api.post("/api/v1/auth/login", {"username": username, "password": password})
+
+
+async def add_erin(capsys: pytest.CaptureFixture[str], *roles: str) -> None:
+    argv = ["users", "add", "erin", "--tenant", "acme"] + [arg for role in roles or ("editor",) for arg in ("--role", role)]
+    assert (await run_in_thread(capsys, *argv, "--password", PASSWORD))[0] == 0
+
+
+async def test_removing_a_user_ends_its_tokens_and_sockets(cli_api: ApiClient, capsys: pytest.CaptureFixture[str]) -> None:
+    await add_erin(capsys)
+    pair = (await log_in(cli_api)).body
+    token = pair["access_token"]
+    assert (await cli_api.get("/api/v1/collections", token=token)).status == 200
+    client = RealtimeClient(cli_api.base, token, reconnect=False)
+    await client.connect()
+    await client.subscribe("services", sub_id="all")
+    outsider = cli_api.token("ops", "acme", ("admin",))  # an outside issuer's user: nothing stored to revoke
+
+    assert (await run_in_thread(capsys, "users", "remove", "erin"))[0] == 0
+    assert "no longer exists" in (await eventually_refused(cli_api, token)).problem["detail"]
+    error = await client.next_frame("error")
+    assert error["code"] == "auth_failed" and "no longer exists" in error["message"]
+    closed = await client.next_frame("_closed")
+    assert (closed["code"], closed["reason"]) == (4001, "token revoked")
+    refreshed = await cli_api.post("/api/v1/auth/refresh", {"refresh_token": pair["refresh_token"]})
+    assert refreshed.status == 401 and "no longer exists" in refreshed.problem["detail"]
+    assert (await cli_api.get("/api/v1/collections", token=outsider)).status == 200
+    await client.close()
+
+
+async def test_disabling_and_enabling_a_user(cli_api: ApiClient, capsys: pytest.CaptureFixture[str]) -> None:
+    await add_erin(capsys)
+    token = (await log_in(cli_api)).body["access_token"]
+    code, out, _ = await run_in_thread(capsys, "users", "disable", "erin")
+    assert (code, out.strip()) == (0, "disabled erin")
+    assert "disabled" in (await eventually_refused(cli_api, token)).problem["detail"]
+    refused = await log_in(cli_api)
+    assert refused.status == 401 and "disabled" in refused.problem["detail"]
+    assert "(disabled)" in (await run_in_thread(capsys, "users", "list"))[1]
+    assert (await run_in_thread(capsys, "users", "enable", "erin"))[:2] == (0, "enabled erin\n")
+    fresh = (await log_in(cli_api)).body["access_token"]
+    assert (await cli_api.get("/api/v1/collections", token=fresh)).status == 200
+    assert "revoked" in (await eventually_refused(cli_api, token)).problem["detail"]  # enabling brings no old token back
+    code, _, err = await run_in_thread(capsys, "users", "disable", "nobody")
+    assert code == 1 and "no user 'nobody'" in err
+
+
+async def test_new_roles_end_old_tokens(cli_api: ApiClient, capsys: pytest.CaptureFixture[str]) -> None:
+    await add_erin(capsys, "editor")
+    token = (await log_in(cli_api)).body["access_token"]
+    code, out, _ = await run_in_thread(capsys, "users", "set-roles", "erin", "--role", "viewer")
+    assert code == 0 and "viewer" in out
+    assert "roles" in (await eventually_refused(cli_api, token)).problem["detail"]
+    fresh = (await log_in(cli_api)).body["access_token"]
+    assert jwt.decode(fresh, TEST_JWT_SECRET, algorithms=["HS256"])["roles"] == ["viewer"]
+    assert (await cli_api.post("/api/v1/services", {"name": "x", "status": "up"}, token=fresh)).status == 403
+
+
+async def test_a_new_password_ends_old_tokens(cli_api: ApiClient, capsys: pytest.CaptureFixture[str]) -> None:
+    await add_erin(capsys)
+    pair = (await log_in(cli_api)).body
+    ops_token = (await run_in_thread(capsys, "token", "--sub", "erin", "--tenant", "acme", "--role", "editor"))[1].strip()
+    assert (await cli_api.get("/api/v1/collections", token=ops_token)).status == 200
+    code, _, err = await run_in_thread(capsys, "users", "set-password", "erin", "--password", "password1234")
+    assert code == 1 and "common" in err
+    assert (await cli_api.get("/api/v1/collections", token=pair["access_token"])).status == 200
+    # `iat` counts whole seconds, and a token of the change's own second is kept: change in a later one.
+    await asyncio.sleep(max(0.0, jwt.decode(ops_token, options={"verify_signature": False})["iat"] + 1 - time.time()))
+    new_password = "a brand new passphrase"
+    assert (await run_in_thread(capsys, "users", "set-password", "erin", "--password", new_password))[0] == 0
+    await eventually_refused(cli_api, pair["access_token"])
+    # A token the token command made before the change (no epoch claim) is judged by its iat.
+    assert "revoked" in (await eventually_refused(cli_api, ops_token)).problem["detail"]
+    assert (await cli_api.post("/api/v1/auth/refresh", {"refresh_token": pair["refresh_token"]})).status == 401
+    assert (await log_in(cli_api)).status == 401
+    assert (await log_in(cli_api, password=new_password)).status == 200
+
+
+def test_token_lifetime_is_bounded(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    for ttl in ("86401", "0", "-5"):
+        code, out, err = run(capsys, "token", "--sub", "ops", "--tenant", "acme", "--role", "admin", "--ttl", ttl)
+        assert (code, out) == (2, "") and "--ttl must be from 1 to 86400 seconds (max_token_ttl_s)" in err
+    assert run(capsys, "token", "--sub", "ops", "--tenant", "acme", "--role", "admin", "--ttl", "86400")[0] == 0
+    monkeypatch.setenv("REALTIME_MAX_TOKEN_TTL_S", "60")
+    code, _, err = run(capsys, "token", "--sub", "ops", "--tenant", "acme", "--role", "admin", "--ttl", "120")
+    assert code == 2 and "1 to 60 seconds" in err

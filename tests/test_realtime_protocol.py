@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ async def test_welcome_frame(api: ApiClient) -> None:
     client = await connected(api, auth=False)
     welcome = await client.next_frame("welcome")
     assert welcome["protocol"] == 1 and welcome["heartbeat_ms"] > 0 and welcome["auth_timeout_ms"] > 0
+    # Sent before anyone authenticated: the product and version, not the machine's name.
+    assert welcome["server"].startswith("realtime-app/") and socket.gethostname() not in welcome["server"]
     await client.close()
 
 

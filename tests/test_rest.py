@@ -18,6 +18,7 @@ from openapi_spec_validator import validate as validate_openapi
 from tornado.httpclient import AsyncHTTPClient
 
 from realtime_app.app import Server
+from realtime_app.readiness import NotReady
 from tests.helpers import ApiClient, Reply
 
 SERVICES = "/api/v1/services"
@@ -130,13 +131,17 @@ async def test_health_and_ready_need_no_token(api: ApiClient) -> None:
 
 
 async def test_ready_is_503_with_the_reason_when_a_check_fails(api: ApiClient) -> None:
-    async def change_feed_stopped() -> str | None:
-        return "the change feed is not running"
+    async def change_feed_stopped() -> NotReady | None:
+        return NotReady("the change feed is not running", "ServerSelectionTimeoutError: db-7.internal:27017")
 
     api.context.readiness_checks.append(change_feed_stopped)
     reply = await api.get("/api/v1/ready")
     assert reply.status == 503
     assert reply.body["reasons"] == ["the change feed is not running"]
+    detailed = await api.get("/api/v1/ready", token=admin(api))
+    assert detailed.body["reasons"] == ["the change feed is not running (ServerSelectionTimeoutError: db-7.internal:27017)"]
+    for not_admin in (editor(api), "not-a-token"):
+        assert (await api.get("/api/v1/ready", token=not_admin)).body["reasons"] == ["the change feed is not running"]
 
 
 async def test_openapi_is_valid_and_describes_every_collection_route(custom_api: ApiClient) -> None:
@@ -151,7 +156,8 @@ async def test_openapi_is_valid_and_describes_every_collection_route(custom_api:
         assert set(paths[f"/api/v1/{name}"]) >= {"get", "post"}
         assert set(paths[f"/api/v1/{name}/{{id}}"]) >= {"get", "put", "patch", "delete"}
         assert {name, f"{name}_input", f"{name}_patch"} <= set(document["components"]["schemas"])
-    for path in ("/api/v1/health", "/api/v1/ready", "/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/collections"):
+    for path in ("/api/v1/health", "/api/v1/ready", "/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/auth/logout",
+                 "/api/v1/collections"):
         assert path in paths
     # Every described operation exists at the real server and answers with a status the description lists.
     doc = await create(api, admin(api), "/api/v1/readings", label="x")

@@ -450,9 +450,10 @@ def assert_common_headers(reply: HTTPResponse, what: str) -> None:
     assert reply.headers.get("Referrer-Policy") == "no-referrer", (what, dict(reply.headers))
 
 
-async def test_security_headers_on_every_kind_of_response(api: ApiClient) -> None:
-    session = f"/realtime/000/{secrets.token_hex(4)}"
-    denied = [
+def kinds_of_response(session: str) -> list[tuple[str, str, str | None]]:
+    """(method, path, body) of every kind of handler that no page may frame: API, static,
+    vendor, SockJS transports, errors."""
+    return [
         ("GET", "/api/v1/health", None), ("GET", "/api/v1/openapi.json", None), ("GET", SERVICES, None),
         ("GET", "/api/v1/nothing-here", None), ("GET", "/nothing-here", None), ("POST", "/api/v1/auth/login", "{"),
         ("GET", "/", None), ("GET", "/vendor/sockjs.min.js", None), ("GET", "/static/missing.js", None),
@@ -462,6 +463,43 @@ async def test_security_headers_on_every_kind_of_response(api: ApiClient) -> Non
         ("GET", f"{session}/jsonp?c=a(", None), ("GET", f"{session}/websocket", None), ("POST", f"{session}/websocket", None),
         ("GET", "/realtime/websocket", None),
     ]
+
+
+# Pages that are framed (the SockJS iframe) or carry a policy of their own (the dashboard).
+OTHER_PAGES: list[tuple[str, str, str | None]] = [("GET", "/static/index.html", None), ("GET", "/realtime/iframe.html", None)]
+
+
+async def upgraded_headers(api: ApiClient) -> Any:
+    """The headers of a websocket handshake's 101 answer."""
+    ws = await websocket_connect(HTTPRequest(api.base.replace("http", "ws") + "/realtime/websocket", headers={"Origin": api.base}))
+    try:
+        return ws.headers
+    finally:
+        ws.close()
+
+
+async def test_no_response_names_the_server_software(api: ApiClient) -> None:
+    replies = [await fetch(api, path, method, body)
+               for method, path, body in kinds_of_response(f"/realtime/000/{secrets.token_hex(4)}") + OTHER_PAGES]
+    replies.append(await htmlfile_head(api, f"/realtime/000/{secrets.token_hex(4)}/htmlfile?c=_jp.x"))
+    for reply in replies:
+        assert "Server" not in reply.headers, (reply.request.url, reply.headers.get("Server"))
+        assert "Strict-Transport-Security" not in reply.headers, reply.request.url  # plain HTTP, no TLS proxy said
+    assert "Server" not in await upgraded_headers(api)
+
+
+async def test_strict_transport_security_behind_a_tls_proxy(spawn_server: Any) -> None:
+    api = ApiClient(await spawn_server(behind_tls_proxy=True))
+    replies = [await fetch(api, path, method, body)
+               for method, path, body in kinds_of_response(f"/realtime/000/{secrets.token_hex(4)}") + OTHER_PAGES]
+    replies.append(await htmlfile_head(api, f"/realtime/000/{secrets.token_hex(4)}/htmlfile?c=_jp.x"))
+    for reply in replies:
+        assert reply.headers.get("Strict-Transport-Security") == "max-age=31536000", reply.request.url
+    assert (await upgraded_headers(api)).get("Strict-Transport-Security") == "max-age=31536000"
+
+
+async def test_security_headers_on_every_kind_of_response(api: ApiClient) -> None:
+    denied = kinds_of_response(f"/realtime/000/{secrets.token_hex(4)}")
     for method, path, body in denied:
         reply = await fetch(api, path, method, body)
         assert_common_headers(reply, path)
