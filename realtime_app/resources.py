@@ -21,7 +21,7 @@ import functools
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ class Resource:
     read_roles: frozenset[str]
     write_roles: frozenset[str]
     sortable: tuple[str, ...]
-    references: dict[str, str] = field(default_factory=dict)
+    references: dict[str, str]
 
     @functools.cached_property
     def _validator(self) -> Draft202012Validator:

@@ -27,7 +27,7 @@ from typing import Any
 import pymongo
 import pytest
 from bson import ObjectId
-from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, Route, expect, sync_playwright
 
 from realtime_app.app import Server
 from realtime_app.auth import UserStore
@@ -538,6 +538,27 @@ def test_document_fields_render_as_text(context: BrowserContext, tenant: Tenant)
     page.wait_for_timeout(200)  # an injected <img src=x> would have failed to load by now
     expect(page.locator("body img, body svg, body b, #app script, #feed script")).to_have_count(0)
     assert page.evaluate("typeof window.__xss") == "undefined"
+
+
+def test_the_board_retries_the_list_of_collections(context: BrowserContext, tenant: Tenant) -> None:
+    """The tables come from GET /api/v1/collections: when it fails the page says so, and tries again."""
+    failed: list[str] = []
+
+    def fail_once(route: Route) -> None:
+        if failed:
+            route.continue_()
+            return
+        failed.append(route.request.url)
+        route.fulfill(status=503, content_type="application/problem+json", body=json.dumps(
+            {"type": "about:blank", "title": "Service Unavailable", "status": 503, "detail": "the database is not answering"}))
+
+    context.route("**/api/v1/collections", fail_once)
+    page = context.new_page()
+    sign_in(page, tenant.base, tenant.editor)
+    expect(page.locator("#app-status")).to_contain_text("Could not load the list of collections (the database is not answering)")
+    expect(page.locator("#table-services tr[data-id]")).to_have_count(len(tenant.services), timeout=WAIT_MS)
+    expect(page.locator("#app-status")).to_be_empty()
+    assert len(failed) == 1
 
 
 # ---------------------------------------------------------------- a server with collections of its own

@@ -11,6 +11,8 @@
   var WINDOW_MS = 3 * 60 * 1000;
   // Room at the right edge for the value labels smoothie draws there, so the newest points show.
   var LABEL_ROOM_PX = 52;
+  // A time label needs this much of the window to its left.
+  var LABEL_EDGE_MS = 25 * 1000;
   // Lines are extended to "now" this often, so a steady service still shows as a level line.
   var HOLD_MS = 1000;
   // The chart scrolls about a pixel every half second: a few frames a second look smooth.
@@ -35,6 +37,13 @@
 
   function formatMs(value) { return Math.round(value) + ' ms'; }
 
+  // A grid line's time, except in the labels' room (the future) and at the left edge, where
+  // smoothie would clip it.
+  function formatGridTime(date) {
+    var age = new Date().getTime() - date.getTime();
+    return age < 0 || age > WINDOW_MS - LABEL_EDGE_MS ? '' : window.SmoothieChart.timeFormatter(date);
+  }
+
   // The window fits the canvas's width; "now" sits LABEL_ROOM_PX left of the right edge.
   function fitWindow() {
     if (!chart) { return; }
@@ -58,7 +67,7 @@
       labels: {fillStyle: LABEL_COLOR, fontSize: 11, precision: 0},
       yMaxFormatter: formatMs,
       yMinFormatter: formatMs,
-      timestampFormatter: window.SmoothieChart.timeFormatter
+      timestampFormatter: formatGridTime
     });
     fitWindow();
     holdTimer = setInterval(hold, HOLD_MS);
@@ -86,7 +95,9 @@
     return null;
   }
 
+  // Smoothie trims old points as it draws, which a hidden tab does not: nor does it hold then.
   function hold() {
+    if (document.hidden) { return; }
     var now = new Date().getTime();
     D.util.each(lines, function (line) { if (line.value !== null) { line.series.append(now, line.value); } });
   }

@@ -157,5 +157,5 @@
     return null;
   }
 
-  D.schema = {describe: describe, title: title, text: text, referenceTitle: referenceTitle, fieldNamed: fieldNamed};
+  D.schema = {describe: describe, title: title, text: text, fieldNamed: fieldNamed};
 }(window.Dashboard));

@@ -59,7 +59,7 @@
     table.addEventListener('click', onTableClick, false);
     byId('tables').appendChild(section);
     app.tables[name] = {canWrite: desc.mayWrite, node: table, tbody: table.tBodies[0], section: section};
-    rebuild(name);
+    buildColumns(name);
   }
 
   function removePanels() {
@@ -70,7 +70,7 @@
     app.tables = {};
   }
 
-  function rebuild(name) {
+  function buildColumns(name) {
     var table = app.tables[name];
     table.columns = columnsOf(app.collections[name]);
     var headRow = table.node.tHead.rows[0];
@@ -361,7 +361,7 @@
   }
 
   D.tables = {
-    buildPanel: buildPanel, removePanels: removePanels, rebuild: rebuild, reset: reset, render: render,
+    buildPanel: buildPanel, removePanels: removePanels, reset: reset, render: render,
     reloadDoc: reloadDoc, focusRowAction: focusRowAction, showWriteControls: showWriteControls
   };
 }(window.Dashboard));
