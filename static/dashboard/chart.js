@@ -17,10 +17,13 @@
   var HOLD_MS = 1000;
   // The chart scrolls about a pixel every half second: a few frames a second look smooth.
   var FRAMES_PER_SECOND = 5;
-  var MAX_SERIES = 8;
-  // Okabe-Ito: told apart by colour-blind people too.
+  // Okabe-Ito: told apart by colour-blind people too. A line each for this many services; the
+  // legend counts the others.
   var PALETTE = ['#0072b2', '#e69f00', '#009e73', '#cc79a7', '#d55e00', '#56b4e9', '#6b4f9e', '#999933'];
   var LABEL_COLOR = '#4a5563';
+  var BASELINE_COLOR = '#b8c2cf';
+  // The share of the value range below zero, where the time labels are.
+  var BOTTOM_ROOM = 0.16;
   var app = D.app;
   var dom = D.dom;
   var el = dom.el;
@@ -36,6 +39,12 @@
   }
 
   function formatMs(value) { return Math.round(value) + ' ms'; }
+
+  // From below zero, so the time labels along the bottom stay clear of the lines; room on top.
+  function valueRange(range) {
+    var top = Math.max(range.max, 1) * 1.15;
+    return {min: -top * BOTTOM_ROOM, max: top};
+  }
 
   // A grid line's time, except in the labels' room (the future) and at the left edge, where
   // smoothie would clip it.
@@ -60,13 +69,13 @@
       responsive: true,
       limitFPS: FRAMES_PER_SECOND,
       interpolation: 'step',
-      minValue: 0,
-      maxValueScale: 1.15,
+      yRangeFunction: valueRange,
+      horizontalLines: [{value: 0, color: BASELINE_COLOR, lineWidth: 1}],
       tooltip: false,
       grid: {fillStyle: '#ffffff', strokeStyle: '#e4e8ee', lineWidth: 1, millisPerLine: 60000, verticalSections: 4, borderVisible: false},
       labels: {fillStyle: LABEL_COLOR, fontSize: 11, precision: 0},
       yMaxFormatter: formatMs,
-      yMinFormatter: formatMs,
+      yMinFormatter: function () { return ''; },
       timestampFormatter: formatGridTime
     });
     fitWindow();
