@@ -8,7 +8,7 @@ from realtime_app.store import etag, parse_if_match
 
 class CollectionsHandler(APIHandler):
     async def get(self) -> None:
-        readable = [r.public() for r in self.context.resources if r.may_read(self.principal.roles)]
+        readable = [r.public(self.principal.roles) for r in self.context.resources if r.may_read(self.principal.roles)]
         self.write_json({"items": readable})
 
 

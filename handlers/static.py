@@ -1,4 +1,5 @@
-"""The dashboard's files under /static, and the redirect to it from /, with security headers.
+"""The dashboard's files under /static, the redirect to it from /, and the npm package it draws
+its chart with (smoothie, pinned in package-lock.json) under /vendor, with security headers.
 
 The dashboard shows documents that any writer of a tenant controls, so its pages run under a
 Content-Security-Policy that allows scripts from this origin only: markup stored in a field
@@ -12,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from tornado import web
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+VENDOR_SMOOTHIE_URL = "/vendor/smoothie.js"
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -53,8 +57,18 @@ class DashboardRedirect(web.RedirectHandler):
             self.set_header(name, value)
 
 
-def urls(static_dir: str | Path) -> list[tuple[str, type, dict[str, Any]]]:
+class VendorAssetMissing(FileNotFoundError):
+    """A front-end package the dashboard loads is not in node_modules: ``npm ci`` was not run."""
+
+
+def urls(static_dir: str | Path, repo_root: str | Path = REPO_ROOT) -> list[tuple[str, type, dict[str, Any]]]:
+    """Raises `VendorAssetMissing` when smoothie is not under ``repo_root``/node_modules."""
+    smoothie = Path(repo_root) / "node_modules" / "smoothie"
+    if not (smoothie / "smoothie.js").is_file():
+        raise VendorAssetMissing(f"{smoothie / 'smoothie.js'} not found: run `npm ci` in {repo_root} to install smoothie (pinned in package.json)")
+    directory, _, filename = VENDOR_SMOOTHIE_URL.rpartition("/")
     return [
         (r"/", DashboardRedirect, {"url": "/static/index.html"}),
         (r"/static/(.*)", DashboardFileHandler, {"path": str(static_dir)}),
+        (f"{re.escape(directory)}/({re.escape(filename)})", DashboardFileHandler, {"path": str(smoothie)}),
     ]

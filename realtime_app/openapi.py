@@ -152,10 +152,23 @@ def openapi_document(resources: Resources, max_limit: int = 500) -> dict[str, An
             "responses": {"204": {"description": "Signed out (also when the session had already ended)"},
                           **_problem_responses(400, 401, 413, 503)}}},
         "/api/v1/collections": {"get": {"summary": "Collections you may read", "operationId": "collections", "responses": {
-            "200": {"description": "Collections", "content": {JSON: {"schema": {"type": "object"}}}},
+            "200": {"description": "Collections", "content": {JSON: {"schema": {
+                "type": "object", "required": ["items"],
+                "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Collection"}}}}}}},
             **_problem_responses(401)}}},
     }
+    names = {"type": "array", "items": {"type": "string"}}
     schemas: dict[str, Any] = {
+        "Collection": {
+            "type": "object", "required": ["name", "schema", "permissions", "may_write", "sortable", "references"],
+            "properties": {
+                "name": {"type": "string"},
+                "schema": {"type": "object", "description": "the JSON Schema (2020-12) of the fields a client writes"},
+                "permissions": {"type": "object", "required": ["read", "write"], "properties": {"read": names, "write": names}},
+                "may_write": {"type": "boolean", "description": "whether your token's roles may create, change and delete"},
+                "sortable": names | {"description": "fields that sort= accepts"},
+                "references": {"type": "object", "additionalProperties": {"type": "string"},
+                               "description": "field name to the collection whose document ids it holds"}}},
         "Problem": {"type": "object", "required": ["type", "title", "status", "detail"], "properties": {
             "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
             "detail": {"type": "string"},

@@ -1,13 +1,17 @@
-"""The served collections: each with a JSON Schema, per-role permissions and sortable fields.
+"""The served collections: each with a JSON Schema, per-role permissions, sortable fields and
+references to other collections.
 
 A resources file is JSON of this shape (see README, "Declaring collections"):
 
-    {"collections": [{"name": "services",
+    {"collections": [{"name": "incidents",
                       "schema": {"type": "object", "properties": {...}, "required": [...]},
                       "permissions": {"read": ["viewer", "editor"], "write": ["editor"]},
-                      "sortable": ["name", "status"]}]}
+                      "sortable": ["severity", "created_at"],
+                      "references": {"service_id": "services"}}]}
 
-Admins may always read and write. Documents may only hold declared properties.
+Admins may always read and write. Documents may only hold declared properties. A reference
+says which collection's document ids a string field holds, so clients can show that
+document instead of its id; the server does not check that the document exists.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ class Resource:
     read_roles: frozenset[str]
     write_roles: frozenset[str]
     sortable: tuple[str, ...]
+    references: dict[str, str]
 
     @functools.cached_property
     def _validator(self) -> Draft202012Validator:
@@ -85,12 +90,15 @@ class Resource:
         if errors:
             raise InvalidDocument("the patch names fields MongoDB would misread", errors)
 
-    def public(self) -> dict[str, Any]:
+    def public(self, roles: Iterable[str]) -> dict[str, Any]:
+        """The declaration as clients see it, with whether `roles` may write."""
         return {
             "name": self.name,
             "schema": self.schema,
             "permissions": {"read": sorted(self.read_roles | {"admin"}), "write": sorted(self.write_roles | {"admin"})},
+            "may_write": self.may_write(roles),
             "sortable": list(self.sortable),
+            "references": dict(self.references),
         }
 
 
@@ -172,6 +180,10 @@ class Resources:
         names = [r.name for r in resources]
         if len(set(names)) != len(names):
             raise ResourceFileError("collection names must be unique")
+        for resource in resources:
+            unknown = sorted({target for target in resource.references.values() if target not in names})
+            if unknown:
+                raise ResourceFileError(f"{resource.name}: references name collections that are not declared: {unknown}")
         return cls(resources)
 
 
@@ -213,7 +225,25 @@ def _parse_resource(entry: Any) -> Resource:
         raise ResourceFileError(f"{name}: sortable fields {undeclared} are not declared properties")
     if len(set(sortable)) > MAX_SORTABLE:
         raise ResourceFileError(f"{name}: at most {MAX_SORTABLE} sortable fields (each needs two of MongoDB's 64 indexes)")
-    return Resource(name, schema, read, write, sortable)
+    return Resource(name, schema, read, write, sortable, _parse_references(name, entry.get("references", {}), schema))
+
+
+def _parse_references(name: str, references: Any, schema: dict[str, Any]) -> dict[str, str]:
+    """{field: collection}: each field a declared property that holds strings only (document ids)."""
+    if not isinstance(references, dict) or not all(isinstance(v, str) for v in references.values()):
+        raise ResourceFileError(f'{name}: references is an object of field to collection, such as {{"service_id": "services"}}')
+    for source, target in references.items():
+        spec = schema["properties"].get(source)
+        if spec is None:
+            raise ResourceFileError(f"{name}: reference field {source!r} is not a declared property")
+        if not _holds_strings_only(spec):
+            raise ResourceFileError(f"{name}: reference field {source!r} must have type string (it holds {target} ids)")
+    return dict(references)
+
+
+def _holds_strings_only(spec: Any) -> bool:
+    kinds = spec.get("type") if isinstance(spec, dict) else None
+    return kinds == "string" or (isinstance(kinds, list) and "string" in kinds and set(kinds) <= {"string", "null"})
 
 
 DEFAULT_RESOURCES: dict[str, Any] = {
@@ -247,6 +277,7 @@ DEFAULT_RESOURCES: dict[str, Any] = {
             },
             "permissions": {"read": ["viewer", "editor"], "write": ["editor"]},
             "sortable": ["severity", "created_at", "updated_at"],
+            "references": {"service_id": "services"},
         },
     ]
 }

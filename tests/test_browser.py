@@ -27,7 +27,7 @@ from typing import Any
 import pymongo
 import pytest
 from bson import ObjectId
-from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, Route, expect, sync_playwright
 
 from realtime_app.app import Server
 from realtime_app.auth import UserStore
@@ -538,3 +538,235 @@ def test_document_fields_render_as_text(context: BrowserContext, tenant: Tenant)
     page.wait_for_timeout(200)  # an injected <img src=x> would have failed to load by now
     expect(page.locator("body img, body svg, body b, #app script, #feed script")).to_have_count(0)
     assert page.evaluate("typeof window.__xss") == "undefined"
+
+
+def test_the_board_retries_the_list_of_collections(context: BrowserContext, tenant: Tenant) -> None:
+    """The tables come from GET /api/v1/collections: when it fails the page says so, and tries again."""
+    failed: list[str] = []
+
+    def fail_once(route: Route) -> None:
+        if failed:
+            route.continue_()
+            return
+        failed.append(route.request.url)
+        route.fulfill(status=503, content_type="application/problem+json", body=json.dumps(
+            {"type": "about:blank", "title": "Service Unavailable", "status": 503, "detail": "the database is not answering"}))
+
+    context.route("**/api/v1/collections", fail_once)
+    page = context.new_page()
+    sign_in(page, tenant.base, tenant.editor)
+    expect(page.locator("#app-status")).to_contain_text("Could not load the list of collections (the database is not answering)")
+    expect(page.locator("#table-services tr[data-id]")).to_have_count(len(tenant.services), timeout=WAIT_MS)
+    expect(page.locator("#app-status")).to_be_empty()
+    assert len(failed) == 1
+
+
+# ---------------------------------------------------------------- a server with collections of its own
+
+# Not the demo's: an enum, a number with bounds, a required field, a reference, a boolean.
+CUSTOM_RESOURCES = {"collections": [
+    {"name": "warehouses",
+     "schema": {"type": "object", "properties": {"name": {"type": "string", "minLength": 1}, "city": {"type": "string"}},
+                "required": ["name"]},
+     "permissions": {"read": ["viewer", "editor"], "write": ["editor"]},
+     "sortable": ["name"]},
+    {"name": "orders",
+     "schema": {"type": "object", "properties": {
+         "customer": {"type": "string", "minLength": 1, "maxLength": 100},
+         "state": {"enum": ["open", "paid", "shipped"]},
+         "total": {"type": "number", "minimum": 0, "maximum": 10000},
+         "warehouse_id": {"type": "string"},
+         "gift": {"type": "boolean"}},
+         "required": ["customer", "state"]},
+     "permissions": {"read": ["viewer", "editor"], "write": ["editor"]},
+     "sortable": ["customer", "created_at"],
+     "references": {"warehouse_id": "warehouses"}},
+]}
+
+
+@pytest.fixture(scope="module")
+def custom_server(mongo_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundServer]:
+    folder = tmp_path_factory.mktemp("browser-custom")
+    (folder / "resources.json").write_text(json.dumps(CUSTOM_RESOURCES))
+    with background_server(mongo_uri, folder, resources_file=str(folder / "resources.json")) as background:
+        yield background
+
+
+@dataclass
+class Shop(Tenant):
+    """A tenant of the custom server."""
+
+    warehouses: list[dict[str, Any]] = field(default_factory=list)
+    orders: list[dict[str, Any]] = field(default_factory=list)
+
+
+@pytest.fixture
+def shop(custom_server: BackgroundServer) -> Shop:
+    """Two warehouses and an order from the first, in a tenant of the custom server."""
+    server = custom_server.server
+    assert server.context is not None
+    name = "c" + uuid.uuid4().hex[:10]
+    shop = Shop(name, custom_server.base, server.context.tokens.issue(f"{name}-feeder", name, ["editor"]))
+    custom_server.run(UserStore(server.context.db).add(shop.editor, PASSWORD, name, ["editor"]))
+    shop.warehouses = [shop.create("warehouses", {"name": "north", "city": "Oslo"}), shop.create("warehouses", {"name": "south"})]
+    shop.orders = [shop.create("orders", {"customer": "grace", "state": "open", "total": 12.5, "warehouse_id": shop.warehouses[0]["id"]})]
+    return shop
+
+
+def open_shop(context: BrowserContext, shop: Shop) -> Page:
+    page = context.new_page()
+    sign_in(page, shop.base, shop.editor)
+    expect(page.locator("#conn-state")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    expect(page.locator("#table-orders tr[data-id]")).to_have_count(1, timeout=WAIT_MS)
+    expect(page.locator("#table-warehouses tr[data-id]")).to_have_count(2)
+    return page
+
+
+def test_declared_collections_get_tables_and_forms_that_write_live(context: BrowserContext, shop: Shop) -> None:
+    first = open_shop(context, shop)
+    second = open_shop(context, shop)
+    # No demo collections: no tiles, no chart, no demo tables.
+    expect(first.locator("#metrics")).to_be_hidden()
+    expect(first.locator("#chart-panel")).to_be_hidden()
+    expect(first.locator("#table-services, #table-incidents")).to_have_count(0)
+    headings = first.locator("#table-orders thead th[data-field]").all_inner_texts()
+    assert [h.lower() for h in headings] == ["customer", "state", "total", "warehouse", "gift", "updated"], headings
+    order = row(first, "orders", shop.orders[0]["id"])
+    expect(order.locator('[data-field="state"] .badge')).to_have_text("open")
+    expect(order.locator('[data-field="total"]')).to_have_text("12.5")
+
+    # The form follows the schema.
+    first.click("#new-orders")
+    form = first.locator("#form-orders")
+    expect(form).to_have_attribute("data-mode", "create")
+    assert first.locator("#orders-field-state option").all_inner_texts() == ["open", "paid", "shipped"]
+    expect(first.locator("#orders-field-total")).to_have_attribute("type", "number")
+    expect(first.locator("#orders-field-total")).to_have_attribute("max", "10000")
+    assert first.locator("#orders-field-warehouse_id option").all_inner_texts() == ["(none)", "north", "south"]
+    expect(first.locator("#orders-field-gift")).to_have_attribute("type", "checkbox")
+    expect(first.locator("label[for='orders-field-customer']")).to_contain_text("(required)")
+
+    # A required field left empty is caught in the page; a bound the server checks comes back as a
+    # 422 whose error shows next to its field.
+    first.click("#form-orders-submit")
+    expect(first.locator("#orders-error-customer")).to_have_text("Enter a customer.")
+    first.fill("#orders-field-customer", "ada")
+    first.select_option("#orders-field-state", "paid")
+    first.fill("#orders-field-total", "20000")
+    first.select_option("#orders-field-warehouse_id", label="south")
+    first.click("#form-orders-submit")
+    expect(first.locator("#orders-error-total")).to_contain_text("20000 is greater than the maximum of 10000")
+    expect(first.locator("#orders-field-total")).to_have_attribute("aria-invalid", "true")
+    expect(first.locator("#orders-error-customer")).to_be_empty()
+    expect(form).to_be_visible()
+    assert len(shop.list("orders")) == 1
+
+    first.fill("#orders-field-total", "250.5")
+    first.click("#form-orders-submit")
+    expect(form).to_be_hidden()
+    made = next(o for o in shop.list("orders") if o["customer"] == "ada")
+    assert (made["state"], made["total"], made["warehouse_id"], made["gift"]) == ("paid", 250.5, shop.warehouses[1]["id"], False)
+    wait_for_version(second, "orders", made)
+    live = row(second, "orders", made["id"])
+    expect(live.locator('[data-field="customer"]')).to_have_text("ada")
+    expect(live.locator('[data-field="state"]')).to_have_text("paid")
+    expect(live.locator('[data-field="total"]')).to_have_text("250.5")
+    expect(live.locator('[data-field="warehouse_id"]')).to_have_text("south")
+    expect(live).to_have_class(FLASHING)
+
+    # Edited in the second tab; the first follows.
+    live.locator('button[data-action="edit"]').click()
+    expect(second.locator("#orders-field-state")).to_have_value("paid")
+    expect(second.locator("#orders-field-total")).to_have_value("250.5")
+    second.select_option("#orders-field-state", "shipped")
+    second.check("#orders-field-gift")
+    second.select_option("#orders-field-warehouse_id", label="(none)")
+    second.click("#form-orders-submit")
+    expect(second.locator("#form-orders")).to_be_hidden()
+    edited = shop.get("orders", made["id"])
+    assert (edited["state"], edited["gift"], "warehouse_id" in edited) == ("shipped", True, False), edited
+    wait_for_version(first, "orders", edited)
+    expect(row(first, "orders", made["id"]).locator('[data-field="gift"]')).to_have_text("yes")
+    expect(row(first, "orders", made["id"]).locator('[data-field="warehouse_id"]')).to_have_text("")
+    expect(first.locator(f'#feed li[data-op="changed"][data-id="{made["id"]}"]')).to_contain_text("state paid to shipped")
+
+
+def test_a_reference_shows_the_referenced_name_and_follows_it_live(context: BrowserContext, shop: Shop) -> None:
+    page = open_shop(context, shop)
+    north = shop.warehouses[0]
+    order = shop.orders[0]
+    cell = row(page, "orders", order["id"]).locator('[data-field="warehouse_id"]')
+    expect(cell).to_have_text("north")
+    expect(cell).to_have_attribute("title", north["id"])
+
+    renamed = shop.patch("warehouses", north, {"name": "north <b>hub</b>"})
+    expect(cell).to_have_text("north <b>hub</b>")
+    assert shop.get("orders", order["id"])["version"] == order["version"]  # the order itself did not change
+
+    shop.call("DELETE", f"/api/v1/warehouses/{north['id']}", if_match=renamed["version"], expected=204)
+    expect(cell).to_have_text(north["id"])  # a reference to a document out of view shows its id
+
+
+def test_an_incident_shows_its_service_by_name_as_it_is_renamed(context: BrowserContext, tenant: Tenant) -> None:
+    page = open_board(context, tenant)
+    incident = tenant.incidents[0]
+    service = next(s for s in tenant.services if s["id"] == incident["service_id"])
+    cell = row(page, "incidents", incident["id"]).locator('[data-field="service_id"]')
+    expect(cell).to_have_text(service["name"])
+    tenant.patch("services", service, {"name": "search-v2"})
+    expect(cell).to_have_text("search-v2")
+    row(page, "incidents", incident["id"]).locator('button[data-action="edit"]').click()
+    expect(page.locator("#incidents-field-service_id option:checked")).to_have_text("search-v2")
+
+
+# The colour of the highest series pixel on the chart: the line drawn highest, of the largest value.
+TOPMOST_SERIES_COLOR = """
+    (colors) => {
+        const canvas = document.getElementById('chart');
+        const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+        const rgb = colors.map(c => [1, 3, 5].map(i => parseInt(c.slice(i, i + 2), 16)));
+        const near = (at, [r, g, b]) => Math.abs(data[at] - r) < 30 && Math.abs(data[at + 1] - g) < 30 && Math.abs(data[at + 2] - b) < 30;
+        for (let y = 0; y < canvas.height; y++) {
+            for (let x = 0; x < canvas.width; x++) {
+                const at = (y * canvas.width + x) * 4;
+                const hit = rgb.findIndex(c => near(at, c));
+                if (hit >= 0) { return colors[hit]; }
+            }
+        }
+        return null;
+    }
+"""
+
+
+def wait_for_topmost_series(page: Page, colors: list[str], wanted: str | None) -> None:
+    page.wait_for_function(f"([colors, wanted]) => ({TOPMOST_SERIES_COLOR})(colors) === wanted", arg=[colors, wanted], timeout=WAIT_MS)
+
+
+def test_the_chart_draws_response_times_as_they_change(context: BrowserContext, tenant: Tenant) -> None:
+    page = open_board(context, tenant)
+    expect(page.locator("#chart-panel")).to_be_visible()
+    legend = page.locator("#chart-legend li[data-id]")
+    expect(legend).to_have_count(len(tenant.services))
+    for service in tenant.services:
+        item = page.locator(f'#chart-legend li[data-id="{service["id"]}"]')
+        expect(item).to_have_attribute("data-value", str(service["response_time_ms"]))
+        expect(item).to_contain_text(f"{service['name']} {service['response_time_ms']} ms")
+    colors = legend.evaluate_all("items => items.map(i => i.getAttribute('data-color'))")
+    assert len(set(colors)) == len(colors)
+    slowest = max(tenant.services, key=lambda s: s["response_time_ms"])
+    color_of = {s["id"]: page.locator(f'#chart-legend li[data-id="{s["id"]}"]').get_attribute("data-color") for s in tenant.services}
+    wait_for_topmost_series(page, colors, color_of[slowest["id"]])
+
+    fastest = min(tenant.services, key=lambda s: s["response_time_ms"])
+    tenant.patch("services", fastest, {"response_time_ms": 5000})
+    item = page.locator(f'#chart-legend li[data-id="{fastest["id"]}"]')
+    expect(item).to_have_attribute("data-value", "5000")
+    expect(item).to_have_attribute("data-changes", "2")
+    expect(item).to_contain_text("5000 ms")
+    # Now the fastest service's line is the one drawn on top.
+    wait_for_topmost_series(page, colors, color_of[fastest["id"]])
+
+    added = tenant.create("services", {"name": "new", "status": "up", "response_time_ms": 10})
+    expect(page.locator(f'#chart-legend li[data-id="{added["id"]}"]')).to_contain_text("new 10 ms")
+    tenant.call("DELETE", f"/api/v1/services/{added['id']}", if_match=added["version"], expected=204)
+    expect(page.locator(f'#chart-legend li[data-id="{added["id"]}"]')).to_have_count(0)

@@ -28,7 +28,10 @@ def test_the_default_set() -> None:
     services = resources.get("services")
     assert services.may_read({"viewer"}) and not services.may_write({"viewer"}) and services.may_write({"editor"})
     assert services.may_read({"admin"}) and services.may_write({"admin"})
-    assert services.public()["permissions"] == {"read": ["admin", "editor", "viewer"], "write": ["admin", "editor"]}
+    assert services.public({"viewer"})["permissions"] == {"read": ["admin", "editor", "viewer"], "write": ["admin", "editor"]}
+    assert (services.public({"viewer"})["may_write"], services.public({"editor"})["may_write"]) == (False, True)
+    assert resources.get("incidents").public({"viewer"})["references"] == {"service_id": "services"}
+    assert services.public({"viewer"})["references"] == {}
     with pytest.raises(UnknownCollection):
         resources.get("realtime_users")
     assert DEFAULT_RESOURCES["collections"][0]["schema"].get("additionalProperties") is None  # parsing never mutates the input
@@ -67,10 +70,28 @@ def test_from_file(tmp_path: Path) -> None:
     ({"collections": [collection(sortable=["missing"])]}, "not declared"),
     ({"collections": [collection(sortable="name")]}, "list of field names"),
     ({"collections": [collection(sortable=[{"name": 1}])]}, "list of field names"),
+    ({"collections": [collection(references=["name"])]}, "references is an object"),
+    ({"collections": [collection(references={"name": 1})]}, "references is an object"),
+    ({"collections": [collection(references={"owner": "things"})]}, "'owner' is not a declared property"),
+    ({"collections": [collection(schema={"type": "object", "properties": {"n": {"type": "integer"}}}, references={"n": "things"})]},
+     "'n' must have type string"),
+    ({"collections": [collection(schema={"type": "object", "properties": {"n": {}}}, references={"n": "things"})]},
+     "'n' must have type string"),
+    ({"collections": [collection(references={"name": "people"})]}, "not declared: \\['people'\\]"),
 ])
 def test_malformed_files_are_refused_with_a_reason(data: Any, message: str) -> None:
     with pytest.raises(ResourceFileError, match=message):
         Resources.from_dict(data)
+
+
+def test_references_name_string_fields_of_declared_collections() -> None:
+    people = {"name": "people", "schema": {"type": "object", "properties": {"name": {"type": "string"}}}}
+    things = collection(schema={"type": "object", "properties": {
+        "owner": {"type": "string"}, "parent": {"type": ["string", "null"]}, "name": {"type": "string"}}},
+        references={"owner": "people", "parent": "things"})
+    resources = parse(things, people)  # a reference may point forward in the file, or at its own collection
+    assert resources.get("things").references == {"owner": "people", "parent": "things"}
+    assert resources.get("people").references == {}
 
 
 def test_sortable_fields_are_bounded_by_mongodb_index_limit() -> None:

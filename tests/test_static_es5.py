@@ -1,5 +1,6 @@
 """static/ is served as is, with no build step, to browsers as old as IE11: every script must
-parse as ES5, and no script may put data into the page as HTML.
+parse as ES5, and no script may put data into the page as HTML. The npm packages the pages load
+from /vendor must parse as ES5 too.
 
 acorn (a devDependency in package.json) parses each script with ecmaVersion 5 under node; a
 walk over its syntax tree lists the HTML sinks (innerHTML / outerHTML assignments,
@@ -22,6 +23,9 @@ STATIC_DIR = REPO_ROOT / "static"
 ACORN = REPO_ROOT / "node_modules" / "acorn"
 SCRIPTS = sorted(path.relative_to(REPO_ROOT).as_posix() for path in STATIC_DIR.rglob("*.js"))
 PAGES = sorted(STATIC_DIR.rglob("*.html"))
+# What the pages may load besides static/: npm packages, by URL (served by the app from node_modules).
+VENDOR_SCRIPTS = {"/vendor/sockjs.min.js": "node_modules/sockjs-client/dist/sockjs.min.js",
+                  "/vendor/smoothie.js": "node_modules/smoothie/smoothie.js"}
 
 # Reads [{name, source}] on stdin; writes {name: {error, sinks}}: the ES5 parse error (or null)
 # and the HTML sinks given something other than a string literal.
@@ -112,7 +116,15 @@ def report() -> dict[str, dict[str, Any]]:
 
 
 def test_the_static_folder_has_the_dashboard_scripts() -> None:
-    assert {"static/realtime-client.js", "static/dashboard.js"} <= set(SCRIPTS)
+    assert {"static/realtime-client.js", "static/dashboard.js", "static/dashboard/core.js"} <= set(SCRIPTS)
+
+
+@pytest.mark.parametrize("url", sorted(VENDOR_SCRIPTS))
+def test_vendor_script_parses_as_es5(url: str) -> None:
+    path = REPO_ROOT / VENDOR_SCRIPTS[url]
+    assert path.is_file(), f"{path} is missing: run ./scripts/install"
+    result = check({url: path.read_text(encoding="utf-8")})[url]
+    assert result["error"] is None, f"{url} ({VENDOR_SCRIPTS[url]}) is not ES5: {result['error']}"
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -131,8 +143,8 @@ def test_inline_scripts_are_es5_and_pages_load_only_served_scripts(report: dict[
             assert result == {"error": None, "sinks": []}, (name, result)
     for page in PAGES:
         for src in re.findall(r"<script\b[^>]*\bsrc=\"([^\"]+)\"", page.read_text(encoding="utf-8"), re.I):
-            assert src == "/vendor/sockjs.min.js" or (src.startswith("/static/") and f"static/{src[len('/static/'):]}" in SCRIPTS), \
-                f"{page.name} loads {src}, which is neither sockjs-client nor a checked script in static/"
+            assert src in VENDOR_SCRIPTS or (src.startswith("/static/") and f"static/{src[len('/static/'):]}" in SCRIPTS), \
+                f"{page.name} loads {src}, which is neither a checked npm package nor a checked script in static/"
 
 
 def test_the_checker_catches_what_it_looks_for() -> None:
