@@ -1,4 +1,4 @@
-"""An asyncio client for the live-update protocol, over SockJS websocket or xhr-polling.
+"""An asyncio client for the live-update protocol (docs/PROTOCOL.md), over SockJS websocket or xhr-polling.
 
     client = RealtimeClient("http://127.0.0.1:8080", token)
     await client.connect()

@@ -1,4 +1,5 @@
-"""One SockJS session speaking PROTOCOL.md: parse, validate, rate-limit, call the hub.
+"""One SockJS session speaking the wire protocol (docs/PROTOCOL.md): parse, validate, rate-limit,
+call the hub.
 
 The connection owns its subscriptions, its outbox and its timers; `on_close` releases all of
 them whatever ended the session.

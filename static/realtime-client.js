@@ -1,5 +1,6 @@
 /*!
- * realtime-client.js: live views of realtime-app collections over SockJS (wire protocol 1).
+ * realtime-client.js: live views of realtime-app collections over SockJS (wire protocol 1,
+ * docs/PROTOCOL.md).
  *
  * ES5 on purpose: it is served as is, with no build step, and must run in the oldest browsers
  * that sockjs-client still supports. Needs the global SockJS (or options.SockJS).
