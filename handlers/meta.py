@@ -8,6 +8,7 @@ from realtime_app.openapi import openapi_document
 
 class HealthHandler(APIHandler):
     public = True
+    probe = True
 
     async def get(self) -> None:
         self.write_json({"status": "ok"})
@@ -15,6 +16,7 @@ class HealthHandler(APIHandler):
 
 class ReadyHandler(APIHandler):
     public = True
+    probe = True
 
     async def get(self) -> None:
         reasons = await self.context.not_ready_reasons()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -57,7 +56,7 @@ class Realtime:
         self.flushes = FlushBatch()
         self.connections: set[RealtimeConnection] = set()
         self._per_user: Counter[str] = Counter()
-        self.server_name = f"realtime-app/{__version__} {socket.gethostname()}"
+        self.server_name = f"realtime-app/{__version__} {self.settings.process_name}"
         self.router: SockJSRouter | None = None
         self.connection_class: type[RealtimeConnection] | None = None
 
