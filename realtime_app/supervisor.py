@@ -141,9 +141,7 @@ class Supervisor:
             )})
             names = [f"{settings.process_name}-{n}" for n in range(1, settings.processes + 1)]
             self.members.append(await self._spawn(names[0], environment))
-            async with asyncio.TaskGroup() as group:  # one failing stops the others
-                for name in names[1:]:
-                    group.create_task(self._add(name, environment))
+            await self._spawn_together(names[1:], environment)
             backends = [Backend(m.name, m.url.split("//", 1)[1].rstrip("/")) for m in self.members]
             self.config_path.parent.mkdir(parents=True, exist_ok=True)
             self.config_path.write_text(balancer_config(backends, f"fd@{listener.fileno()}", local_maxconn()))
@@ -156,8 +154,17 @@ class Supervisor:
         self.url = f"http://{shown}:{port}/"
         await self._wait_until_ready()
 
-    async def _add(self, name: str, environment: dict[str, str]) -> None:
-        self.members.append(await self._spawn(name, environment))
+    async def _spawn_together(self, names: list[str], environment: dict[str, str]) -> None:
+        """Start processes at once; when one fails, stop the others' start too, keep those that
+        started (for `stop`) and raise the failure."""
+        starts = [asyncio.ensure_future(self._spawn(name, environment)) for name in names]
+        try:
+            await asyncio.gather(*starts)
+        finally:
+            for start in starts:
+                start.cancel()
+            outcomes = await asyncio.gather(*starts, return_exceptions=True)
+            self.members += [outcome for outcome in outcomes if isinstance(outcome, Member)]
 
     async def _spawn(self, name: str, environment: dict[str, str]) -> Member:
         """Start one process and return once it serves; its log lines go to our standard error."""
