@@ -46,6 +46,9 @@ class APIHandler(web.RequestHandler):
     """Deny by default: set `public = True` on handlers anyone may call."""
 
     public = False
+    probe = False
+    """A load balancer's health or readiness probe: its successes are logged at DEBUG, as
+    it comes every second or so from every balancer."""
     context: Context
     principal: Principal
 
@@ -173,8 +176,9 @@ def request_logger(stats: Stats) -> Callable[[web.RequestHandler], None]:
     """Tornado's `log_function`: an access line per request, and API requests counted in `stats`.
 
     It replaces Tornado's access log, which prints query strings whole. API lines are INFO;
-    the SockJS transports' and static files' are DEBUG, as they come by the thousand. A 5xx
-    answer is a WARNING here: a crash behind it is already logged as an ERROR, with its trace.
+    the SockJS transports', static files' and successful probes' are DEBUG, as they come by the
+    thousand. A 5xx answer is a WARNING here: a crash behind it is already logged as an ERROR,
+    with its trace.
     """
 
     def log_request(handler: web.RequestHandler) -> None:
@@ -187,7 +191,7 @@ def request_logger(stats: Stats) -> Callable[[web.RequestHandler], None]:
         if isinstance(handler, APIHandler):
             stats.observe_request(type(handler).__name__, method, status, request.request_time())
             extra["request_id"] = handler.request_id
-            level = max(level, logging.INFO)
+            level = max(level, logging.DEBUG if handler.probe and status < 400 else logging.INFO)
         access_log.log(level, "%s %s %s %d %.1f ms", extra["client"], method, extra["path"], status, duration_ms, extra=extra)
 
     return log_request

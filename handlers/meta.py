@@ -13,6 +13,7 @@ log = logging.getLogger("realtime_app.http")
 
 class HealthHandler(APIHandler):
     public = True
+    probe = True
 
     async def get(self) -> None:
         self.write_json({"status": "ok"})
@@ -23,6 +24,7 @@ class ReadyHandler(APIHandler):
     who send their token, and for the log."""
 
     public = True
+    probe = True
 
     async def get(self) -> None:
         not_ready = await self.context.not_ready_reasons()

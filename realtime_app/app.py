@@ -6,6 +6,7 @@ import asyncio
 import functools
 import gc
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,15 @@ class Application(web.Application):
         return super().find_handler(request, **kwargs)
 
 
+async def start_or_undo(start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]) -> None:
+    """`start`; if it fails part way, `stop` (which must cope with a half start), then raise."""
+    try:
+        await start()
+    except BaseException:
+        await stop()
+        raise
+
+
 def make_app(context: Context, realtime_urls: list[Any], stats: Stats) -> web.Application:
     settings = context.settings
     urls: list[Any] = [
@@ -141,19 +151,11 @@ class Server:
 
     async def start(self) -> None:
         """Bring everything up; on any failure, tear down what already started and raise."""
-        try:
-            await self._start()
-        except BaseException:
-            await self.stop()
-            raise
+        await start_or_undo(self._start, self.stop)
 
     async def start_database_only(self) -> None:
-        """For the command-line tools: MongoDB (embedded or configured), no HTTP."""
-        try:
-            await self._start_database()
-        except BaseException:
-            await self.stop()
-            raise
+        """For the command-line tools and the supervisor: MongoDB (embedded or configured), no HTTP."""
+        await start_or_undo(self._start_database, self.stop)
 
     async def _start_database(self) -> None:
         uri = self.settings.mongo_uri or await self._start_embedded()
@@ -186,7 +188,7 @@ class Server:
         self.stats = Stats(self.context, self.realtime)
         self.stats.start()
         self.http = httpserver.HTTPServer(
-            make_app(self.context, self.realtime.urls, self.stats), xheaders=False,
+            make_app(self.context, self.realtime.urls, self.stats),
             idle_connection_timeout=HTTP_IDLE_TIMEOUT_S, body_timeout=HTTP_BODY_TIMEOUT_S,
         )
         sockets = self.http_sockets()

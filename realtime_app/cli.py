@@ -1,4 +1,5 @@
-"""The `realtime-app` command: serve (default), users add|list|remove|disable|enable|set-roles|set-password, token."""
+"""The `realtime-app` command: serve (default), users add|list|remove|disable|enable|set-roles|set-password, token,
+balancer-config."""
 
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ from typing import Any
 from realtime_app import demo
 from realtime_app.app import Server, StartupError, tune_garbage_collector
 from realtime_app.auth import TokenService, UserStore
-from realtime_app.config import ConfigError, Settings, add_arguments, settings_from
+from realtime_app.config import PROCESS_NAME, ConfigError, Settings, add_arguments, settings_from
 from realtime_app.embedded_mongo import MongodNotFound
 from realtime_app.errors import AppError
 from realtime_app.logs import setup_logging
 from realtime_app.resources import ROLES, ResourceFileError
+from realtime_app.supervisor import Backend, BalancerNotFound, Supervisor, balancer_config
 
 log = logging.getLogger("realtime_app")
 
@@ -47,17 +49,37 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--tenant", required=True)
     token.add_argument("--role", dest="roles", action="append", choices=ROLES, required=True)
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds, at most max_token_ttl_s")
+    balancer = commands.add_parser("balancer-config", help="print an HAProxy configuration for processes of your own")
+    balancer.add_argument("--server", dest="servers", action="append", type=_backend, required=True, metavar="[NAME=]HOST:PORT",
+                          help="a realtime-app process; repeat for each")
+    balancer.add_argument("--bind", default=":8080", help="where HAProxy listens, in its syntax (default :8080)")
+    balancer.add_argument("--maxconn", type=int, default=50_000, help="connections HAProxy holds at most")
     return parser
+
+
+def _backend(text: str) -> Backend:
+    """`[NAME=]HOST:PORT` as a Backend; argparse reports the error with the flag's name."""
+    name, _, address = text.rpartition("=")
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not [NAME=]HOST:PORT")
+    if name and not PROCESS_NAME.fullmatch(name):
+        raise argparse.ArgumentTypeError(f"{name!r}: a name may hold only letters, digits, '.', '_' and '-'")
+    return Backend(name, address)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "balancer-config":
+        backends = [Backend(b.name or f"p{n}", b.address) for n, b in enumerate(args.servers, 1)]
+        print(balancer_config(backends, args.bind, args.maxconn), end="")
+        return 0
     try:
         settings = settings_from(args)
     except ConfigError as exc:
         print(f"realtime-app: configuration error: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_format, settings.log_level)
+    setup_logging(settings.log_format, settings.log_level, settings.process_name)
     try:
         if args.command == "token":
             if not 1 <= args.ttl <= settings.max_token_ttl_s:
@@ -67,20 +89,28 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "users":
             return asyncio.run(_users(settings, args))
+        if settings.processes > 1:
+            return asyncio.run(_supervise(Supervisor(settings)))
         return asyncio.run(_serve(settings))
-    except (MongodNotFound, StartupError, ResourceFileError, AppError) as exc:
+    except (MongodNotFound, BalancerNotFound, StartupError, ResourceFileError, AppError) as exc:
         print(f"realtime-app: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
 
 
-async def _serve(settings: Settings) -> int:
-    server = Server(settings)
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT (Ctrl-C) or SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+async def _serve(settings: Settings) -> int:
+    server = Server(settings)
+    stop = _stop_on_signals()
     log.info("settings:\n%s", settings.summary())
     await server.start()
     tune_garbage_collector()
@@ -93,6 +123,22 @@ async def _serve(settings: Settings) -> int:
     finally:
         await server.stop()
     return 0
+
+
+async def _supervise(supervisor: Supervisor) -> int:
+    settings = supervisor.settings
+    stop = _stop_on_signals()
+    log.info("settings:\n%s", settings.summary())
+    await supervisor.start()
+    try:
+        print(f"\n{supervisor.banner()}", flush=True)
+        if settings.demo:
+            print(demo.logins_banner(), flush=True)
+        code = await supervisor.run(stop)
+        log.info("shutting down")
+    finally:
+        await supervisor.stop()
+    return code
 
 
 async def _users(settings: Settings, args: Any) -> int:

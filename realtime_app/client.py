@@ -127,6 +127,8 @@ class XhrPollingTransport:
                     return list(payload)
                 if kind == "c":
                     raise ConnectionClosed(int(payload[0]), str(payload[1]))
+                if kind == "o":  # a server that does not know our session opened a new one
+                    raise ConnectionClosed(1006, "session lost: the server restarted or a load balancer moved it")
 
     async def close(self) -> None:
         self._closed = True

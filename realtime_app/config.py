@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,9 @@ from realtime_app.sockjs_compat import SESSION_TRANSPORTS
 
 ENV_PREFIX = "REALTIME_"
 PROXY_HEADERS = {"x-forwarded-for", "forwarded"}
+# Process names go into log lines, HAProxy's configuration and the welcome frame.
+PROCESS_NAME = re.compile(r"[A-Za-z0-9._-]{1,48}")
+MAX_PROCESSES = 64
 ASYMMETRIC_ALGORITHMS = {"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA"}
 SYMMETRIC_ALGORITHMS = {"HS256", "HS384", "HS512"}
 
@@ -83,6 +87,9 @@ class Settings:
     sockjs_disabled_transports: str = _opt("", "comma-separated SockJS transports not served; jsonp,htmlfile are only for old browsers")
     shutdown_reconnect_after_ms: int = _opt(2000, "in the goodbye frame on shutdown: when clients should reconnect")
     metrics_public: bool = _opt(False, "serve /metrics without an admin token (for a Prometheus on a trusted network)")
+    process_name: str = _opt("", "this process's name in the welcome frame, stats and log lines (empty: a random one)")
+    processes: int = _opt(1, "processes to start on this machine behind HAProxy (1: this process serves alone)")
+    haproxy_path: str = _opt("", "HAProxy binary for processes above 1 (else PATH, then /usr/sbin)")
     demo: bool = _opt(False, "create demo users and documents in an empty database; generate a JWT key")
     log_format: str = _opt("text", "text or json (one JSON object per line)")
     log_level: str = _opt("INFO", "DEBUG, INFO, WARNING or ERROR")
@@ -162,9 +169,17 @@ def settings_from(args: argparse.Namespace | None = None, environ: dict[str, str
         if cli_value is not None:
             values[f.name] = cli_value if kind is bool else _convert(f.name, kind, cli_value)
     values.update(overrides)
+    if not values.get("process_name"):
+        values["process_name"] = secrets.token_hex(3)
     settings = Settings(**values)
     validate(settings)
     return settings
+
+
+def as_environment(settings: Settings) -> dict[str, str]:
+    """Every setting as its REALTIME_* variable, which `settings_from` reads back unchanged."""
+    return {ENV_PREFIX + f.name.upper(): str(getattr(settings, f.name)).lower() if f.type in ("bool", bool) else str(getattr(settings, f.name))
+            for f in dataclasses.fields(settings)}
 
 
 def validate(settings: Settings) -> None:
@@ -232,6 +247,10 @@ def validate(settings: Settings) -> None:
         parse_networks(settings.trusted_proxies)
     except ValueError as exc:
         raise ConfigError(f"trusted_proxies: {exc}") from None
+    if not PROCESS_NAME.fullmatch(settings.process_name):
+        raise ConfigError("process_name may hold only letters, digits, '.', '_' and '-', at most 48 of them")
+    if not 1 <= settings.processes <= MAX_PROCESSES:
+        raise ConfigError(f"processes must be from 1 to {MAX_PROCESSES}")
     if settings.resources_file and not Path(settings.resources_file).is_file():
         raise ConfigError(f"resources file not found: {settings.resources_file}")
 

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 Collection = AsyncIOMotorCollection
 Document = dict[str, Any]
 SORT_ORDER = {1: ASCENDING, -1: DESCENDING}
+# The error code of creating a collection that exists.
+NAMESPACE_EXISTS = 48
 # A request should fail fast with 503 when MongoDB is away instead of hanging for 30 s.
 SERVER_SELECTION_TIMEOUT_MS = 3000
 
@@ -57,7 +59,11 @@ class Database:
         """Create the collection if needed, enable pre- and post-images, create indexes."""
         existing = await self.db.list_collection_names(filter={"name": name})
         if not existing:
-            await self.db.create_collection(name)
+            try:
+                await self.db.create_collection(name)
+            except OperationFailure as exc:
+                if exc.code != NAMESPACE_EXISTS:
+                    raise  # else another process starting at the same time created it first
         try:
             await self.db.command("collMod", name, changeStreamPreAndPostImages={"enabled": True})
         except OperationFailure as exc:

@@ -60,8 +60,8 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: mongod gets SIGTERM if this process dies, even by SIGKILL."""
+def die_with_parent() -> None:
+    """Runs in a child before exec: it gets SIGTERM if this process dies, even by SIGKILL."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -101,7 +101,8 @@ class EmbeddedMongo:
         log.info("starting mongod on %s:%s with data in %s", self.host, self.port, self.data_dir)
         self.process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            preexec_fn=_die_with_parent,
+            # Its own session, so a Ctrl-C reaches only us: we stop mongod after what uses it.
+            preexec_fn=die_with_parent, start_new_session=True,
         )
         try:
             self._wait_until_primary(log_path, log_start)

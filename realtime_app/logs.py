@@ -40,8 +40,9 @@ class RequestIdFilter(logging.Filter):
 
 
 class TextFormatter(logging.Formatter):
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    def __init__(self, process_name: str = "") -> None:
+        process = f"[{process_name}] " if process_name else ""
+        super().__init__(f"%(asctime)s %(levelname)-7s {process}%(name)s: %(message)s")
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         text = super().formatMessage(record)
@@ -53,6 +54,10 @@ class TextFormatter(logging.Formatter):
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, process_name: str = "") -> None:
+        super().__init__()
+        self.process_name = process_name
+
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
@@ -60,6 +65,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if self.process_name:
+            entry["process"] = self.process_name
         for key in ("request_id", "client", "method", "path", "status", "duration_ms"):
             if hasattr(record, key):
                 entry[key] = getattr(record, key)
@@ -68,15 +75,17 @@ class JsonFormatter(logging.Formatter):
         return redact(json.dumps(entry, ensure_ascii=False))
 
 
-def log_handler(log_format: str, stream: TextIO | None = None) -> logging.Handler:
-    """A handler writing `log_format` ("text" or "json") lines to `stream` (stderr by default)."""
+def log_handler(log_format: str, stream: TextIO | None = None, process_name: str = "") -> logging.Handler:
+    """A handler writing `log_format` ("text" or "json") lines to `stream` (stderr by default),
+    each naming the process when `process_name` is given, so the lines of several processes
+    can be told apart."""
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    handler.setFormatter(JsonFormatter(process_name) if log_format == "json" else TextFormatter(process_name))
     handler.addFilter(RequestIdFilter())
     return handler
 
 
-def setup_logging(log_format: str, level: str) -> None:
+def setup_logging(log_format: str, level: str, process_name: str = "") -> None:
     root = logging.getLogger()
-    root.handlers[:] = [log_handler(log_format)]
+    root.handlers[:] = [log_handler(log_format, process_name=process_name)]
     root.setLevel(level.upper())

@@ -92,8 +92,9 @@ class Realtime:
         self.flushes = FlushBatch()
         self.connections: set[RealtimeConnection] = set()
         self._per_user: Counter[str] = Counter()
-        self.server_name = f"realtime-app/{__version__}"
-        """What the welcome frame names, before the client has authenticated: no host name."""
+        self.server_name = f"realtime-app/{__version__} {self.settings.process_name}"
+        """What the welcome frame names, before the client has authenticated: the product and
+        this process's name (no host name), so operators can tell processes apart."""
         self.router: SockJSRouter | None = None
         self.connection_class: type[RealtimeConnection] | None = None
 

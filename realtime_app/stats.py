@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from tornado.ioloop import PeriodicCallback
 
-from realtime_app import positions
+from realtime_app import __version__, positions
 from realtime_app.changefeed import ChangeFeed
 from realtime_app.context import READY_TIMEOUT_S
 from realtime_app.db import describe
@@ -191,7 +191,8 @@ class Stats:
         for (route, method, status), count in sorted(self.requests.items()):
             routes.setdefault((route, method), {})[str(status)] = count
         return {
-            "server": {"name": realtime.server_name, "host": socket.gethostname(), "uptime_s": round(time.monotonic() - self.started, 3), "time": now},
+            "server": {"name": realtime.server_name, "process": realtime.settings.process_name, "host": socket.gethostname(),
+                       "pid": os.getpid(), "uptime_s": round(time.monotonic() - self.started, 3), "time": now},
             "connections": {"total": len(realtime.connections), "authenticated": authenticated,
                             "unauthenticated": len(realtime.connections) - authenticated,
                             "users": realtime.users_connected, "by_transport": by_transport},
@@ -259,6 +260,10 @@ class _Collector:
         for (route, method), histogram in sorted(self.stats.request_latency.items()):
             latency.add_metric([route, method], histogram.cumulative(), histogram.sum)
         yield latency
+        info = GaugeMetricFamily("realtime_process_info", "Always 1; its labels name this process and its version",
+                                 labels=["process", "version"])
+        info.add_metric([snap["server"]["process"], __version__], 1)
+        yield info
         delivery = self.stats.realtime.counters.delivery_latency
         yield HistogramMetricFamily("realtime_delivery_latency_seconds",
                                     "Change wall time to its frame written by the outbox, once per written batch",

@@ -11,7 +11,7 @@ import jwt
 import pytest
 
 from realtime_app.auth import TokenService
-from realtime_app.config import ConfigError, Settings, add_arguments, demo_jwt_secret, settings_from
+from realtime_app.config import ConfigError, Settings, add_arguments, as_environment, demo_jwt_secret, settings_from
 
 SECRET = "s" * 32
 
@@ -158,3 +158,17 @@ def test_demo_secret_is_generated_once_and_kept(tmp_path: Path) -> None:
     assert jwt.decode(token, first, algorithms=["HS256"])["sub"] == "ann"
     # A configured secret wins over the kept one.
     assert TokenService(build(demo=True, data_dir=str(data_dir), jwt_secret=SECRET)).verification_key == SECRET
+
+
+def test_each_process_gets_a_name_of_its_own_unless_given_one() -> None:
+    generated = {build(jwt_secret=SECRET).process_name for _ in range(5)}
+    assert len(generated) == 5 and all(name for name in generated)
+    assert build(jwt_secret=SECRET, process_name="web-2.eu").process_name == "web-2.eu"
+    for bad in ("web 2", "a/b", "x" * 49, "ünï"):
+        refused("process_name may hold only", jwt_secret=SECRET, process_name=bad)
+    refused("processes must be from 1 to 64", jwt_secret=SECRET, processes=0)
+
+
+def test_settings_pass_to_another_process_through_the_environment_unchanged() -> None:
+    settings = build(jwt_secret=SECRET, metrics_public=True, jwt_leeway_s=2.5, processes=3, allowed_origins="https://a.example")
+    assert settings_from(environ=as_environment(settings)) == settings

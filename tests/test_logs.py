@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from realtime_app.logs import log_handler, redact
+from realtime_app.readiness import NotReady
 from tests.helpers import ApiClient
 
 GENERATED_ID = re.compile(r"[0-9a-f]{16}")
@@ -101,3 +102,32 @@ def test_redaction_catches_tokens_anywhere() -> None:
     assert redact(f"url /x?t={jwt}&y=1") == "url /x?t=<redacted>&y=1"
     assert redact("Authorization: Bearer opaque.Token-123==") == "Authorization: <redacted>"
     assert redact("send 'Authorization: Bearer <token>'") == "send 'Authorization: Bearer <token>'"
+
+
+async def test_successful_probes_are_debug_and_failing_ones_are_not(spawn_server, logs: Captured) -> None:
+    api = ApiClient(await spawn_server())
+    for path in ("/api/v1/health", "/api/v1/ready"):
+        await api.get(path, headers={"X-Request-Id": "probe-ok"})
+    assert {line["level"] for line in access_lines(logs, "probe-ok")} == {"DEBUG"}
+    api.context.readiness_checks.append(_never_ready)
+    assert (await api.get("/api/v1/ready", headers={"X-Request-Id": "probe-failed"})).status == 503
+    assert [line["level"] for line in access_lines(logs, "probe-failed")] == ["WARNING"]
+
+
+async def _never_ready() -> NotReady:
+    return NotReady("not today", "a check that always fails")
+
+
+def test_lines_name_the_process_when_told() -> None:
+    text, json_lines = io.StringIO(), io.StringIO()
+    logger = logging.getLogger("test_logs.process")
+    handlers = [log_handler("text", text, process_name="web-2"), log_handler("json", json_lines, process_name="web-2")]
+    for handler in handlers:
+        logger.addHandler(handler)
+    try:
+        logger.warning("hello")
+    finally:
+        for handler in handlers:
+            logger.removeHandler(handler)
+    assert " [web-2] test_logs.process: hello" in text.getvalue()
+    assert json.loads(json_lines.getvalue())["process"] == "web-2"
