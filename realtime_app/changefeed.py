@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from realtime_app import db as dbmod
@@ -44,7 +42,8 @@ TURN_BUDGET_S = 0.02
 
 @dataclass(slots=True, eq=False)
 class ChangeEvent:
-    """One decoded change, shared by every subscription it reaches."""
+    """One decoded change, shared by every subscription it reaches: plain data, plus what the
+    loop turn that delivers it works out once for all of them."""
 
     position: int
     collection: str
@@ -53,55 +52,16 @@ class ChangeEvent:
     before: dict[str, Any] | None
     after: dict[str, Any] | None
     wall_time: float
-    _tails: dict[tuple[str, int], str] = field(default_factory=dict)
     verdicts: dict[tuple[str, str | None], tuple[bool, bool]] = field(default_factory=dict)
     """(filter, tenant scope) -> visible before and after; filled by the hub's subscriptions."""
-    _doc_json: str | None = None
-    _messages: dict[tuple[str, str, int], str] = field(default_factory=dict)
-    _document_size: int = -1
-
-    @property
-    def document_json(self) -> str:
-        """The document after the change as compact JSON; built once per loop turn."""
-        if self._doc_json is None:
-            self._doc_json = json.dumps(self.after, ensure_ascii=False, separators=(",", ":"))
-        return self._doc_json
-
-    @property
-    def document_size(self) -> int:
-        """Length of `document_json` (0 when deleted): what a queued copy of the change weighs."""
-        if self._document_size < 0:
-            self._document_size = len(self.document_json) if self.after is not None else 0
-        return self._document_size
-
-    def escaped_tail(self, op: str, position: int) -> str:
-        """The frame after `"sub":<id>`, JSON-string-escaped for SockJS; built once per variant."""
-        key = (op, position)
-        tail = self._tails.get(key)
-        if tail is None:
-            parts = [',"op":"', op, '","id":', json.dumps(self.doc_id)]
-            if op != "removed":
-                parts += [',"doc":', self.document_json]
-            parts += [',"position":"', positions.to_wire(position), '","cause":"', self.cause, '"}']
-            tail = self._tails[key] = encode_basestring_ascii("".join(parts))[1:-1]
-        return tail
+    encoded: dict[Any, str] = field(default_factory=dict)
+    """Texts of its frames, filled by the wire encoding (realtime_app.wire)."""
 
     def release_caches(self) -> None:
-        """Forget built frames and verdicts once the loop turn that delivered the event is over:
-        the event stays in the replay buffer, and a resume rebuilds what it needs."""
-        self._tails.clear()
-        self._messages.clear()
+        """Forget verdicts and encoded texts once the loop turn that delivered the event is
+        over: the event stays in the replay buffer, and a resume works out what it needs again."""
         self.verdicts.clear()
-        self._doc_json = None
-
-    def message(self, head: str, op: str, position: int) -> str:
-        """The whole escaped frame, quoted, for subscriptions whose frames start with `head`:
-        one string shared by all of them, so what is built from it can be shared too."""
-        key = (head, op, position)
-        text = self._messages.get(key)
-        if text is None:
-            text = self._messages[key] = '"' + head + self.escaped_tail(op, position) + '"'
-        return text
+        self.encoded.clear()
 
     @property
     def tenants(self) -> set[str]:

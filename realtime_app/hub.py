@@ -9,13 +9,12 @@ visible before and after is `changed`, after only is `added`, before only is `re
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any, Protocol
 
+from realtime_app import wire
 from realtime_app.changefeed import ChangeEvent
 from realtime_app.filters import Filter
 from realtime_app.outbox import PendingChange
@@ -43,7 +42,7 @@ class Subscription:
         self.collection = collection
         self.query = query
         self.throttle_s = throttle_ms / 1000.0
-        self.head = encode_basestring_ascii('{"type":"change","sub":' + json.dumps(sub_id))[1:-1]
+        self.head = wire.change_head(sub_id)  # handed to the outbox with each change, for its encoding
         # Subscriptions with equal filters and the same tenant scope see a change alike: the first
         # to judge an event records the verdict on it (`ChangeEvent.verdicts`) for the others.
         self._keyed_for: Principal | None = None

@@ -2,8 +2,8 @@
 
 Change frames are keyed by (subscription, document): a newer change to the same document
 replaces the queued one and moves to the back, so a slow client gets the latest state, not
-every intermediate one. Frames are built only when flushed, and everything queued in one loop
-iteration leaves as one SockJS frame.
+every intermediate one. Changes are encoded (realtime_app.wire) only when flushed, and everything
+queued in one loop iteration leaves as one SockJS frame.
 
 The delivery contract (docs/PROTOCOL.md): after each SockJS frame, every subscription's view
 equals its query's result at the subscription's newest position in that frame. A conflated
@@ -23,8 +23,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any
+
+from realtime_app import wire
 
 if TYPE_CHECKING:
     from realtime_app.changefeed import ChangeEvent
@@ -47,6 +48,7 @@ BLOCKED_RECHECK_S = 0.02
 @dataclass(slots=True)
 class PendingChange:
     """A change not yet written: whether the client had the document, and whether it has it now.
+    ``sub_head`` is its subscription's `wire.change_head`.
 
     ``first_position`` is the position of the oldest change this entry stands for: its own, or,
     once it replaced queued changes of the same document, the first of those. ``was_added``
@@ -142,7 +144,7 @@ class Outbox:
         with the ``key`` of one still queued replaces it (a newer snapshot of a subscription)."""
         if key is not None:
             self._remove(key)
-        self._enqueue(next(self._ids) if key is None else key, encode_basestring_ascii(frame_text)[1:-1])
+        self._enqueue(next(self._ids) if key is None else key, wire.frame_message(frame_text))
 
     def put_change(self, key: tuple[str, str], change: PendingChange) -> None:
         if not self.conflate:
@@ -221,11 +223,11 @@ class Outbox:
         cuts = consistent_cuts(entries) if len(entries) > 1 else None
         for index, (_, item) in enumerate(entries):
             if isinstance(item, str):
-                message = '"' + item + '"'
+                message = item
             else:
                 if oldest_change is None:
                     oldest_change = item.event.wall_time
-                message = item.event.message(item.sub_head, item.op, item.position)  # type: ignore[arg-type]
+                message = wire.change_message(item.event, item.sub_head, item.op, item.position)  # type: ignore[arg-type]
             if size + len(message) > MAX_FRAME_CHARS and messages and cuts is not None and cuts[index - 1]:
                 self._write(messages)
                 messages, size = [], 0
@@ -293,7 +295,7 @@ def _size(item: PendingChange | str) -> int:
     """What an entry counts against the byte budget."""
     if isinstance(item, str):
         return len(item)
-    return len(item.sub_head) + item.event.document_size + CHANGE_OVERHEAD_BYTES
+    return len(item.sub_head) + wire.document_size(item.event) + CHANGE_OVERHEAD_BYTES
 
 
 def _write_nothing(messages: list[str]) -> None:

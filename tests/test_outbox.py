@@ -15,11 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from realtime_app import positions
+from realtime_app import positions, wire
 from realtime_app.changefeed import ChangeEvent
 from realtime_app.outbox import MAX_FRAME_CHARS, TRANSPORT_HIGH_WATER_BYTES, FlushBatch, Outbox, PendingChange
-
-HEAD = '{\\"type\\":\\"change\\",\\"sub\\":\\"s\\"'
 
 
 class Socket:
@@ -56,8 +54,7 @@ def put(outbox: Outbox, doc_id: str, details: str = "", sub: str = "s") -> int:
     """Queue the next change (positions grow, as the change feed's do) of a document; its position."""
     position = next(POSITIONS)
     event = ChangeEvent(position, "services", doc_id, "update", None, {"id": doc_id, "details": details}, time.time())
-    head = '{\\"type\\":\\"change\\",\\"sub\\":\\"' + sub + '\\"'
-    outbox.put_change((sub, doc_id), PendingChange(head, event, True, True, position))
+    outbox.put_change((sub, doc_id), PendingChange(wire.change_head(sub), event, True, True, position))
     return position
 
 
