@@ -15,10 +15,10 @@ from tornado import httputil, web
 from realtime_app import jsoncodec
 from realtime_app.clientaddr import client_address
 from realtime_app.context import Context
-from realtime_app.db import describe, is_connection_error
+from realtime_app.data.db import describe, is_connection_error
+from realtime_app.data.principal import Principal
 from realtime_app.errors import AppError, PayloadTooLarge, RateLimited, Unauthorized
 from realtime_app.logs import bind_request_id
-from realtime_app.principal import Principal
 
 if TYPE_CHECKING:
     from realtime_app.stats import Stats

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from handlers.base import APIHandler
-from realtime_app.store import etag, parse_if_match
+from realtime_app.data.store import etag, parse_if_match
 
 
 class CollectionsHandler(APIHandler):

@@ -19,20 +19,20 @@ import handlers.static
 import handlers.stats
 from handlers.base import NotFoundHandler, request_logger
 from realtime_app import demo
-from realtime_app.auth import AuthService, TokenService, UserStore
+from realtime_app.auth.loginlimits import LoginLimiter, limits_from
+from realtime_app.auth.sessions import Sessions
+from realtime_app.auth.tokens import AuthService, TokenService, UserStore
 from realtime_app.clientaddr import TrustedProxies
 from realtime_app.config import Settings
 from realtime_app.context import Context
-from realtime_app.db import ConfigurationError, Database, describe
-from realtime_app.embedded_mongo import EmbeddedMongo, find_mongod
-from realtime_app.loginlimits import LoginLimiter, limits_from
+from realtime_app.data.db import ConfigurationError, Database, describe
+from realtime_app.data.embedded_mongo import EmbeddedMongo, find_mongod
+from realtime_app.data.resources import Resources, default_resources
+from realtime_app.data.store import DocumentStore
+from realtime_app.live.service import Realtime
 from realtime_app.readiness import NotReady
-from realtime_app.realtime import Realtime
-from realtime_app.resources import Resources, default_resources
-from realtime_app.sessions import Sessions
-from realtime_app.sockjs_compat import vendor_urls
+from realtime_app.sockjs.router import vendor_urls
 from realtime_app.stats import Stats
-from realtime_app.store import DocumentStore
 
 log = logging.getLogger(__name__)
 

@@ -13,12 +13,12 @@ from typing import Any
 
 from realtime_app import demo
 from realtime_app.app import Server, StartupError, tune_garbage_collector
-from realtime_app.auth import TokenService, UserStore
+from realtime_app.auth.tokens import TokenService, UserStore
 from realtime_app.config import PROCESS_NAME, ConfigError, Settings, add_arguments, settings_from
-from realtime_app.embedded_mongo import MongodNotFound
+from realtime_app.data.embedded_mongo import MongodNotFound
+from realtime_app.data.resources import ROLES, ResourceFileError
 from realtime_app.errors import AppError
 from realtime_app.logs import setup_logging
-from realtime_app.resources import ROLES, ResourceFileError
 from realtime_app.supervisor import Backend, BalancerNotFound, Supervisor, balancer_config
 
 log = logging.getLogger("realtime_app")

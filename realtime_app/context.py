@@ -6,12 +6,12 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from realtime_app.auth import AuthService, TokenService
+from realtime_app.auth.tokens import AuthService, TokenService
 from realtime_app.config import Settings
-from realtime_app.db import Database, describe
+from realtime_app.data.db import Database, describe
+from realtime_app.data.resources import Resources
+from realtime_app.data.store import DocumentStore
 from realtime_app.readiness import NotReady
-from realtime_app.resources import Resources
-from realtime_app.store import DocumentStore
 
 # A readiness probe that takes longer than this is itself a failure.
 READY_TIMEOUT_S = 2.0

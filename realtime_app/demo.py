@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import random
 
-from realtime_app.auth import UserStore
-from realtime_app.principal import Principal
-from realtime_app.store import DocumentStore
+from realtime_app.auth.tokens import UserStore
+from realtime_app.data.principal import Principal
+from realtime_app.data.store import DocumentStore
 
 log = logging.getLogger(__name__)
 

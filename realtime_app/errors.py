@@ -1,7 +1,7 @@
 """Domain errors with machine-readable codes.
 
 Each error maps to an HTTP status in one place (handlers/base.py) and to a protocol error
-frame in one place (realtime_app/connection.py); nothing else decides how an error looks.
+frame in one place (realtime_app/live/connection.py); nothing else decides how an error looks.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import copy
 from typing import Any
 
 from realtime_app import __version__
-from realtime_app.resources import Resource, Resources
+from realtime_app.data.resources import Resource, Resources
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 JSON = "application/json"

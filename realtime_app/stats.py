@@ -24,14 +24,15 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from tornado.ioloop import PeriodicCallback
 
-from realtime_app import __version__, positions
-from realtime_app.changefeed import ChangeFeed
+from realtime_app import __version__
 from realtime_app.context import READY_TIMEOUT_S
-from realtime_app.db import describe
+from realtime_app.data.db import describe
+from realtime_app.live import positions
+from realtime_app.live.changefeed import ChangeFeed
 
 if TYPE_CHECKING:
     from realtime_app.context import Context
-    from realtime_app.realtime import Realtime
+    from realtime_app.live.service import Realtime
 
 # Seconds; from well under a millisecond (loopback delivery) to timeouts.
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

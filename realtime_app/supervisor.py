@@ -29,7 +29,7 @@ from tornado.httpclient import AsyncHTTPClient
 
 from realtime_app.app import REPO_ROOT, Server, StartupError, start_or_undo
 from realtime_app.config import ENV_PREFIX, Settings, as_environment
-from realtime_app.embedded_mongo import die_with_parent
+from realtime_app.data.embedded_mongo import die_with_parent
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from tornado.ioloop import IOLoop
 
 from realtime_app.app import Server
 from realtime_app.config import Settings, settings_from
-from realtime_app.embedded_mongo import EmbeddedMongo, find_mongod
+from realtime_app.data.embedded_mongo import EmbeddedMongo, find_mongod
 from tests.helpers import ApiClient
 
 TEST_JWT_SECRET = secrets.token_urlsafe(48)

@@ -19,10 +19,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 
+from realtime_app.auth.loginlimits import LoginLimiter, limits_from
+from realtime_app.auth.passwords import hash_password, verify_password
 from realtime_app.config import settings_from
 from realtime_app.errors import RateLimited
-from realtime_app.loginlimits import LoginLimiter, limits_from
-from realtime_app.passwords import hash_password, verify_password
 from tests.conftest import TEST_JWT_SECRET
 from tests.helpers import ApiClient, Reply
 

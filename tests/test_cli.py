@@ -17,9 +17,9 @@ import pymongo
 import pytest
 
 from realtime_app import cli
-from realtime_app.auth import USERS_COLLECTION
+from realtime_app.auth.passwords import verify_password
+from realtime_app.auth.tokens import USERS_COLLECTION
 from realtime_app.client import RealtimeClient
-from realtime_app.passwords import verify_password
 from tests.conftest import TEST_JWT_SECRET
 from tests.helpers import ApiClient, Reply
 

@@ -10,7 +10,7 @@ from typing import Any
 import jwt
 import pytest
 
-from realtime_app.auth import TokenService
+from realtime_app.auth.tokens import TokenService
 from realtime_app.config import ConfigError, Settings, add_arguments, as_environment, demo_jwt_secret, settings_from
 
 SECRET = "s" * 32

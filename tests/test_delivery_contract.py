@@ -22,8 +22,8 @@ import pytest
 from bson import ObjectId
 from motor.motor_asyncio import AsyncIOMotorClient
 
-from realtime_app import positions
 from realtime_app.app import Server
+from realtime_app.live import positions
 from tests.rawsocket import RawSocket
 
 DOCUMENTS = 12

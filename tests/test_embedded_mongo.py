@@ -16,7 +16,7 @@ import pymongo
 import pytest
 
 from realtime_app.app import Server
-from realtime_app.embedded_mongo import EmbeddedMongo, MongodNotFound, find_mongod, free_port
+from realtime_app.data.embedded_mongo import EmbeddedMongo, MongodNotFound, find_mongod, free_port
 from tests.helpers import ApiClient
 
 

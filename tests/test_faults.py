@@ -14,7 +14,7 @@ import pytest
 
 from realtime_app.app import Server
 from realtime_app.client import RealtimeClient
-from realtime_app.embedded_mongo import EmbeddedMongo, find_mongod
+from realtime_app.data.embedded_mongo import EmbeddedMongo, find_mongod
 from tests.helpers import ApiClient
 from tests.test_realtime_consistency import FrameChecker, eventually
 

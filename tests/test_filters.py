@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pymongo.collection import Collection
 
+from realtime_app.data.filters import DEFAULT_MAX_COST, INT64_MAX, INT64_MIN, MAX_LIST_ITEMS, Filter, FilterCache
+from realtime_app.data.resources import Resources
 from realtime_app.errors import BadFilter
-from realtime_app.filters import DEFAULT_MAX_COST, INT64_MAX, INT64_MIN, MAX_LIST_ITEMS, Filter, FilterCache
-from realtime_app.resources import Resources
 
 FIELDS = ("a", "b")
 ALLOWED = {*FIELDS, "id"}

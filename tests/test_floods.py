@@ -42,7 +42,7 @@ import pymongo
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
-from realtime_app.auth import TokenService
+from realtime_app.auth.tokens import TokenService
 from realtime_app.client import RealtimeClient
 from realtime_app.config import settings_from
 from tests.conftest import TEST_JWT_SECRET

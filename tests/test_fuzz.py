@@ -30,8 +30,8 @@ from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
 from realtime_app.client import ConnectionClosed, RealtimeClient
-from realtime_app.filters import FIELD_OPERATORS, LOGICAL_OPERATORS
-from realtime_app.sockjs_compat import DEFAULT_MAX_PAYLOAD_BYTES
+from realtime_app.data.filters import FIELD_OPERATORS, LOGICAL_OPERATORS
+from realtime_app.sockjs.router import DEFAULT_MAX_PAYLOAD_BYTES
 from tests.background import BackgroundServer, ErrorRecords, background_server
 
 PROTOCOL_ERROR_CODES = {

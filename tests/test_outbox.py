@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from realtime_app import positions, wire
-from realtime_app.changefeed import ChangeEvent
-from realtime_app.outbox import MAX_FRAME_CHARS, TRANSPORT_HIGH_WATER_BYTES, FlushBatch, Outbox, PendingChange
+from realtime_app.live import positions, wire
+from realtime_app.live.changefeed import ChangeEvent
+from realtime_app.live.outbox import MAX_FRAME_CHARS, TRANSPORT_HIGH_WATER_BYTES, FlushBatch, Outbox, PendingChange
 
 
 class Socket:
@@ -100,7 +100,7 @@ async def test_writing_at_once_keeps_one_failure_local(caplog: pytest.LogCapture
     broken, healthy = Socket(), Socket()
     broken.fail = True
     outboxes = [broken.outbox(batch=batch), healthy.outbox(batch=batch)]
-    with caplog.at_level(logging.ERROR, logger="realtime_app.outbox"), batch.at_once():
+    with caplog.at_level(logging.ERROR, logger="realtime_app.live.outbox"), batch.at_once():
         for outbox in outboxes:
             put(outbox, "d1")  # written as it is put, without waiting for the loop to turn
     assert healthy.doc_ids() == ["d1"]

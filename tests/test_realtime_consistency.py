@@ -12,8 +12,8 @@ from bson import ObjectId
 
 from realtime_app.app import Server
 from realtime_app.client import RealtimeClient
-from realtime_app.embedded_mongo import EmbeddedMongo, find_mongod
-from realtime_app.filters import Filter
+from realtime_app.data.embedded_mongo import EmbeddedMongo, find_mongod
+from realtime_app.data.filters import Filter
 from tests.helpers import ApiClient
 
 STATUSES = ["up", "down", "degraded"]

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from realtime_app.data.resources import DEFAULT_RESOURCES, MAX_SORTABLE, ResourceFileError, Resources, default_resources
 from realtime_app.errors import InvalidDocument, UnknownCollection
-from realtime_app.resources import DEFAULT_RESOURCES, MAX_SORTABLE, ResourceFileError, Resources, default_resources
 
 
 def collection(**changes: Any) -> dict[str, Any]:

@@ -30,10 +30,10 @@ import pytest
 from bson import ObjectId
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from realtime_app.auth import TokenService
+from realtime_app.auth.tokens import TokenService
 from realtime_app.client import RealtimeClient, XhrPollingTransport
 from realtime_app.config import settings_from
-from realtime_app.db import Database
+from realtime_app.data.db import Database
 from realtime_app.supervisor import BalancerNotFound, find_haproxy
 from tests.conftest import TEST_JWT_SECRET
 from tests.helpers import ApiClient

@@ -30,9 +30,9 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HT
 from tornado.websocket import websocket_connect
 
 from realtime_app.client import RealtimeClient
+from realtime_app.data.filters import Filter
+from realtime_app.data.resources import default_resources
 from realtime_app.errors import BadFilter
-from realtime_app.filters import Filter
-from realtime_app.resources import default_resources
 from tests.background import BackgroundServer, background_server
 from tests.conftest import TEST_JWT_SECRET
 from tests.helpers import ApiClient

@@ -8,8 +8,8 @@ from typing import Any
 
 import pymongo
 
+from realtime_app.auth.sessions import SESSIONS_COLLECTION
 from realtime_app.client import RealtimeClient
-from realtime_app.sessions import SESSIONS_COLLECTION
 from tests.helpers import ApiClient, Reply
 from tests.test_auth import COLLECTIONS, LOGIN, PASSWORD, REFRESH, add_user, login, use
 

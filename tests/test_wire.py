@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import time
 
-from realtime_app import positions, wire
-from realtime_app.changefeed import ChangeEvent
+from realtime_app.live import positions, wire
+from realtime_app.live.changefeed import ChangeEvent
 
 
 def event(after: dict | None = None, position: int = 7) -> ChangeEvent:

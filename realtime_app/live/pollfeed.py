@@ -13,14 +13,14 @@ import logging
 import time
 from typing import Any
 
-from realtime_app import db as dbmod
-from realtime_app import positions
-from realtime_app.changefeed import ChangeEvent, EventSink, Feed, ResyncSink
+from realtime_app.data import db as dbmod
+from realtime_app.data.filters import Filter
+from realtime_app.data.principal import Principal
+from realtime_app.data.resources import Resource
+from realtime_app.data.store import to_api
 from realtime_app.errors import BadFilter
-from realtime_app.filters import Filter
-from realtime_app.principal import Principal
-from realtime_app.resources import Resource
-from realtime_app.store import to_api
+from realtime_app.live import positions
+from realtime_app.live.changefeed import ChangeEvent, EventSink, Feed, ResyncSink
 
 log = logging.getLogger(__name__)
 

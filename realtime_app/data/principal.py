@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from realtime_app.data.resources import Resource
 from realtime_app.errors import Forbidden
-from realtime_app.resources import Resource
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Change frames are keyed by (subscription, document): a newer change to the same document
 replaces the queued one and moves to the back, so a slow client gets the latest state, not
-every intermediate one. Changes are encoded (realtime_app.wire) only when flushed, and everything
+every intermediate one. Changes are encoded (realtime_app.live.wire) only when flushed, and everything
 queued in one loop iteration leaves as one SockJS frame.
 
 The delivery contract (docs/PROTOCOL.md): after each SockJS frame, every subscription's view
@@ -25,10 +25,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from realtime_app import wire
+from realtime_app.live import wire
 
 if TYPE_CHECKING:
-    from realtime_app.changefeed import ChangeEvent
+    from realtime_app.live.changefeed import ChangeEvent
 
 log = logging.getLogger(__name__)
 

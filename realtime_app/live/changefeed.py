@@ -17,13 +17,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from realtime_app import db as dbmod
-from realtime_app import positions
-from realtime_app.filters import Filter
-from realtime_app.principal import Principal
+from realtime_app.data import db as dbmod
+from realtime_app.data.filters import Filter
+from realtime_app.data.principal import Principal
+from realtime_app.data.resources import Resource
+from realtime_app.data.store import DocumentStore, to_api
+from realtime_app.live import positions
 from realtime_app.readiness import NotReady
-from realtime_app.resources import Resource
-from realtime_app.store import DocumentStore, to_api
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class ChangeEvent:
     verdicts: dict[tuple[str, str | None], tuple[bool, bool]] = field(default_factory=dict)
     """(filter, tenant scope) -> visible before and after; filled by the hub's subscriptions."""
     encoded: dict[Any, str] = field(default_factory=dict)
-    """Texts of its frames, filled by the wire encoding (realtime_app.wire)."""
+    """Texts of its frames, filled by the wire encoding (realtime_app.live.wire)."""
 
     def release_caches(self) -> None:
         """Forget verdicts and encoded texts once the loop turn that delivered the event is

@@ -9,20 +9,20 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from realtime_app import __version__
-from realtime_app.changefeed import ChangeEvent, ChangeFeed, Feed
 from realtime_app.config import Settings
+from realtime_app.data.filters import Filter, FilterCache
 from realtime_app.errors import TooManySubscriptions
-from realtime_app.filters import Filter, FilterCache
-from realtime_app.hub import Hub
-from realtime_app.outbox import FlushBatch
-from realtime_app.pollfeed import POLL_INTERVAL_S, PollingFeed
+from realtime_app.live.changefeed import ChangeEvent, ChangeFeed, Feed
+from realtime_app.live.hub import Hub
+from realtime_app.live.outbox import FlushBatch
+from realtime_app.live.pollfeed import POLL_INTERVAL_S, PollingFeed
 from realtime_app.readiness import NotReady
-from realtime_app.sockjs_compat import SockJSRouter, SockJSSettings, build_router
+from realtime_app.sockjs.router import SockJSRouter, SockJSSettings, build_router
 from realtime_app.stats import Histogram
 
 if TYPE_CHECKING:
-    from realtime_app.connection import RealtimeConnection
     from realtime_app.context import Context
+    from realtime_app.live.connection import RealtimeConnection
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class Realtime:
         self.connection_class: type[RealtimeConnection] | None = None
 
     async def start(self) -> None:
-        from realtime_app.connection import RealtimeConnection
+        from realtime_app.live.connection import RealtimeConnection
 
         context = self.context
         feed_args = (context.db, context.resources.names, self._dispatch, self.hub.resync, self.settings.replay_buffer_events)

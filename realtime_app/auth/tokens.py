@@ -17,15 +17,15 @@ from typing import Any
 
 import jwt
 
+from realtime_app.auth.loginlimits import LoginLimiter
+from realtime_app.auth.passwords import check_policy, hash_password, verify_password
+from realtime_app.auth.sessions import NEXT_EPOCH, USERS_COLLECTION, Sessions
 from realtime_app.config import Settings, demo_jwt_secret
-from realtime_app.db import Database, DuplicateKeyError
+from realtime_app.data.db import Database, DuplicateKeyError
+from realtime_app.data.principal import Principal
+from realtime_app.data.resources import ROLES
+from realtime_app.data.store import TENANT_PATTERN
 from realtime_app.errors import Conflict, NotFound, TokenExpired, Unauthorized
-from realtime_app.loginlimits import LoginLimiter
-from realtime_app.passwords import check_policy, hash_password, verify_password
-from realtime_app.principal import Principal
-from realtime_app.resources import ROLES
-from realtime_app.sessions import NEXT_EPOCH, USERS_COLLECTION, Sessions
-from realtime_app.store import TENANT_PATTERN
 
 # Compared against when the user does not exist, so timing does not reveal which usernames do.
 _DECOY_HASH = hash_password(secrets.token_urlsafe(16))
@@ -144,7 +144,7 @@ def _literal(value: Any) -> dict[str, Any]:
 
 class UserStore:
     """Users stored in MongoDB with scrypt password hashes. Every change that must end the
-    user's access (see realtime_app/sessions.py) moves its token epoch on."""
+    user's access (see realtime_app/auth/sessions.py) moves its token epoch on."""
 
     def __init__(self, db: Database):
         self.collection = db.collection(USERS_COLLECTION)

@@ -15,8 +15,9 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from realtime_app import db as dbmod
-from realtime_app import jsoncodec, positions
+from realtime_app import jsoncodec
+from realtime_app.data import db as dbmod
+from realtime_app.data.principal import Principal
 from realtime_app.errors import (
     AppError,
     AuthRequired,
@@ -29,13 +30,13 @@ from realtime_app.errors import (
     Unauthorized,
     UnknownSubscription,
 )
-from realtime_app.hub import Subscription
-from realtime_app.outbox import Outbox
-from realtime_app.principal import Principal
-from realtime_app.sockjs_compat import SockJSConnection
+from realtime_app.live import positions
+from realtime_app.live.hub import Subscription
+from realtime_app.live.outbox import Outbox
+from realtime_app.sockjs.router import SockJSConnection
 
 if TYPE_CHECKING:
-    from realtime_app.realtime import Realtime
+    from realtime_app.live.service import Realtime
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from realtime_app import positions
+from realtime_app.live import positions
 
 if TYPE_CHECKING:
-    from realtime_app.changefeed import ChangeEvent
+    from realtime_app.live.changefeed import ChangeEvent
 
 _DOCUMENT = "document"
 """Key of the document's JSON in `ChangeEvent.encoded` (the other keys are tuples)."""

@@ -532,7 +532,7 @@ def vendor_urls(repo_root: str | os.PathLike[str] | None = None) -> list[URLSpec
 
     Raises `VendorAssetMissingError` if the file is not there.
     """
-    root = Path(repo_root) if repo_root is not None else Path(__file__).resolve().parent.parent
+    root = Path(repo_root) if repo_root is not None else Path(__file__).resolve().parents[2]
     dist = root / "node_modules" / "sockjs-client" / "dist"
     if not (dist / "sockjs.min.js").is_file():
         raise VendorAssetMissingError(f"{dist / 'sockjs.min.js'} not found: run `npm ci` in {root} to install sockjs-client (pinned in package.json)")

@@ -18,11 +18,11 @@ from typing import Any
 from bson import ObjectId
 
 from realtime_app import jsoncodec
-from realtime_app.db import Database, Document, DuplicateKeyError, ResultTooLarge, make_indexes, snapshot_find
+from realtime_app.data.db import Database, Document, DuplicateKeyError, ResultTooLarge, make_indexes, snapshot_find
+from realtime_app.data.filters import INT64_MAX, INT64_MIN, Filter
+from realtime_app.data.principal import Principal
+from realtime_app.data.resources import SERVER_FIELDS, Resource, Resources
 from realtime_app.errors import BadFilter, BadRequest, Conflict, FieldError, InvalidDocument, NotFound, PreconditionFailed
-from realtime_app.filters import INT64_MAX, INT64_MIN, Filter
-from realtime_app.principal import Principal
-from realtime_app.resources import SERVER_FIELDS, Resource, Resources
 
 TENANT_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 # ASCII digits only: str.isdigit() also accepts '²' and '٣', and int() of thousands of digits raises.

@@ -35,11 +35,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from realtime_app import db as dbmod
-from realtime_app.changefeed import HISTORY_LOST_CODES, RETRY_DELAYS_S
+from realtime_app.data import db as dbmod
+from realtime_app.data.principal import Principal
 from realtime_app.errors import Unauthorized
-from realtime_app.pollfeed import POLL_INTERVAL_S
-from realtime_app.principal import Principal
+from realtime_app.live.changefeed import HISTORY_LOST_CODES, RETRY_DELAYS_S
+from realtime_app.live.pollfeed import POLL_INTERVAL_S
 
 log = logging.getLogger(__name__)
 

@@ -14,14 +14,14 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
-from realtime_app import wire
-from realtime_app.changefeed import ChangeEvent
-from realtime_app.filters import Filter
-from realtime_app.outbox import PendingChange
-from realtime_app.principal import Principal
+from realtime_app.data.filters import Filter
+from realtime_app.data.principal import Principal
+from realtime_app.live import wire
+from realtime_app.live.changefeed import ChangeEvent
+from realtime_app.live.outbox import PendingChange
 
 if TYPE_CHECKING:
-    from realtime_app.outbox import Outbox
+    from realtime_app.live.outbox import Outbox
 
 
 class SubscriptionOwner(Protocol):
