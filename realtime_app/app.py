@@ -20,8 +20,10 @@ import handlers.stats
 from handlers.base import NotFoundHandler, request_logger
 from realtime_app import demo
 from realtime_app.auth.loginlimits import LoginLimiter, limits_from
+from realtime_app.auth.service import AuthService
 from realtime_app.auth.sessions import Sessions
-from realtime_app.auth.tokens import AuthService, TokenService, UserStore
+from realtime_app.auth.tokens import TokenService
+from realtime_app.auth.users import UserStore
 from realtime_app.clientaddr import TrustedProxies
 from realtime_app.config import Settings
 from realtime_app.context import Context
@@ -31,7 +33,7 @@ from realtime_app.data.resources import Resources, default_resources
 from realtime_app.data.store import DocumentStore
 from realtime_app.live.service import Realtime
 from realtime_app.readiness import NotReady
-from realtime_app.sockjs.router import vendor_urls
+from realtime_app.sockjs import vendor_urls
 from realtime_app.stats import Stats
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,8 @@ from typing import Any
 
 from realtime_app import demo
 from realtime_app.app import Server, StartupError, tune_garbage_collector
-from realtime_app.auth.tokens import TokenService, UserStore
+from realtime_app.auth.tokens import TokenService
+from realtime_app.auth.users import UserStore
 from realtime_app.config import PROCESS_NAME, ConfigError, Settings, add_arguments, settings_from
 from realtime_app.data.embedded_mongo import MongodNotFound
 from realtime_app.data.resources import ROLES, ResourceFileError

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from realtime_app.clientaddr import IPNetwork, parse_networks
-from realtime_app.sockjs.router import SESSION_TRANSPORTS
+from realtime_app.sockjs import SESSION_TRANSPORTS
 
 ENV_PREFIX = "REALTIME_"
 PROXY_HEADERS = {"x-forwarded-for", "forwarded"}

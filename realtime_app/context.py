@@ -6,7 +6,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from realtime_app.auth.tokens import AuthService, TokenService
+from realtime_app.auth.service import AuthService
+from realtime_app.auth.tokens import TokenService
 from realtime_app.config import Settings
 from realtime_app.data.db import Database, describe
 from realtime_app.data.resources import Resources

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import random
 
-from realtime_app.auth.tokens import UserStore
+from realtime_app.auth.users import UserStore
 from realtime_app.data.principal import Principal
 from realtime_app.data.store import DocumentStore
 

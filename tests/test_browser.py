@@ -30,7 +30,7 @@ from bson import ObjectId
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, Route, expect, sync_playwright
 
 from realtime_app.app import Server
-from realtime_app.auth.tokens import UserStore
+from realtime_app.auth.users import UserStore
 from realtime_app.config import settings_from
 from tests import chromium
 from tests.background import BackgroundServer, background_server

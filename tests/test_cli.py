@@ -18,7 +18,7 @@ import pytest
 
 from realtime_app import cli
 from realtime_app.auth.passwords import verify_password
-from realtime_app.auth.tokens import USERS_COLLECTION
+from realtime_app.auth.sessions import USERS_COLLECTION
 from realtime_app.client import RealtimeClient
 from tests.conftest import TEST_JWT_SECRET
 from tests.helpers import ApiClient, Reply

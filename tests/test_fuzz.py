@@ -31,7 +31,7 @@ from tornado.websocket import websocket_connect
 
 from realtime_app.client import ConnectionClosed, RealtimeClient
 from realtime_app.data.filters import FIELD_OPERATORS, LOGICAL_OPERATORS
-from realtime_app.sockjs.router import DEFAULT_MAX_PAYLOAD_BYTES
+from realtime_app.sockjs import DEFAULT_MAX_PAYLOAD_BYTES
 from tests.background import BackgroundServer, ErrorRecords, background_server
 
 PROTOCOL_ERROR_CODES = {

@@ -1,4 +1,4 @@
-"""realtime_app.sockjs.router over real HTTP and websockets, against a server on a free port.
+"""realtime_app.sockjs over real HTTP and websockets, against a server on a free port.
 
 Every test also fails if anything was logged at ERROR or above (access-log lines aside): the
 fixes are about failures the library used to log, or worse, hid.
@@ -27,7 +27,7 @@ import tornado.web
 from tornado.httpclient import HTTPClientError
 from tornado.ioloop import IOLoop, PeriodicCallback
 
-from realtime_app.sockjs.router import (
+from realtime_app.sockjs import (
     ConnectionInfo,
     SockJSConnection,
     SockJSRouter,

@@ -1,4 +1,4 @@
-"""Tokens, users and logins.
+"""JSON Web Tokens: issued with the configured key, verified against the configured rules.
 
 Verification accepts only the configured algorithms (never "none"; HMAC and public-key
 families are never mixed, so a public key cannot be replayed as an HMAC secret), requires
@@ -7,28 +7,17 @@ families are never mixed, so a public key cannot be replayed as an HMAC secret),
 
 from __future__ import annotations
 
-import asyncio
-import secrets
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jwt
 
-from realtime_app.auth.loginlimits import LoginLimiter
-from realtime_app.auth.passwords import check_policy, hash_password, verify_password
-from realtime_app.auth.sessions import NEXT_EPOCH, USERS_COLLECTION, Sessions
 from realtime_app.config import Settings, demo_jwt_secret
-from realtime_app.data.db import Database, DuplicateKeyError
 from realtime_app.data.principal import Principal
 from realtime_app.data.resources import ROLES
-from realtime_app.data.store import TENANT_PATTERN
-from realtime_app.errors import Conflict, NotFound, TokenExpired, Unauthorized
-
-# Compared against when the user does not exist, so timing does not reveal which usernames do.
-_DECOY_HASH = hash_password(secrets.token_urlsafe(16))
+from realtime_app.errors import TokenExpired, Unauthorized
 
 ACCESS, REFRESH = "access", "refresh"
 
@@ -122,183 +111,3 @@ class TokenService:
             raise Unauthorized("the token's 'fam' claim is not a string")
         return Principal(str(claims["sub"]), tenant, frozenset(r for r in roles if r in ROLES), float(claims["exp"]),
                          epoch=epoch, family=family, issued_at=float(issued_at) if isinstance(issued_at, (int, float)) else None)
-
-
-@dataclass(frozen=True)
-class User:
-    username: str
-    tenant: str
-    roles: list[str]
-    epoch: int = 0
-    disabled: bool = False
-
-
-def _user(raw: dict[str, Any]) -> User:
-    return User(raw["_id"], raw["tenant"], raw["roles"], int(raw.get("token_epoch", 0)), bool(raw.get("disabled", False)))
-
-
-def _literal(value: Any) -> dict[str, Any]:
-    """A value for an update pipeline, where a string starting with `$` would name a field."""
-    return {"$literal": value}
-
-
-class UserStore:
-    """Users stored in MongoDB with scrypt password hashes. Every change that must end the
-    user's access (see realtime_app/auth/sessions.py) moves its token epoch on."""
-
-    def __init__(self, db: Database):
-        self.collection = db.collection(USERS_COLLECTION)
-
-    async def add(self, username: str, password: str, tenant: str, roles: list[str]) -> User:
-        _validate_user(username, tenant, roles)
-        password_hash = await _policy_hash(password, username, tenant)
-        fields = {"password": password_hash, "tenant": tenant, "roles": roles}
-        try:
-            # An upsert, so that the first epoch comes from the database's clock like every later
-            # one; no stored user lacks a password, so an existing name fails on the unique _id.
-            await self.collection.update_one(
-                {"_id": username, "password": {"$exists": False}},
-                [{"$set": {**{name: _literal(value) for name, value in fields.items()}, "token_epoch": NEXT_EPOCH}}],
-                upsert=True,
-            )
-        except DuplicateKeyError:
-            raise Conflict(f"user {username!r} already exists") from None
-        return User(username, tenant, roles)
-
-    async def remove(self, username: str) -> None:
-        result = await self.collection.delete_one({"_id": username})
-        if not result.deleted_count:
-            raise NotFound(f"no user {username!r}")
-
-    async def set_password(self, username: str, password: str) -> None:
-        user = await self._existing(username)
-        await self._revoke(username, password=await _policy_hash(password, username, user.tenant))
-
-    async def set_roles(self, username: str, roles: list[str]) -> None:
-        _validate_roles(roles)
-        await self._revoke(username, roles=roles)
-
-    async def set_disabled(self, username: str, disabled: bool) -> None:
-        await self._revoke(username, disabled=disabled)
-
-    async def _revoke(self, username: str, **changes: Any) -> None:
-        """Apply `changes` and end every token issued to the user before them."""
-        result = await self.collection.update_one(
-            {"_id": username}, [{"$set": {**{name: _literal(value) for name, value in changes.items()}, "token_epoch": NEXT_EPOCH}}],
-        )
-        if not result.matched_count:
-            raise NotFound(f"no user {username!r}")
-
-    async def _existing(self, username: str) -> User:
-        user = await self.find(username)
-        if user is None:
-            raise NotFound(f"no user {username!r}")
-        return user
-
-    async def all(self) -> list[User]:
-        return [_user(raw) async for raw in self.collection.find().sort("_id")]
-
-    async def find(self, username: str) -> User | None:
-        raw = await self.collection.find_one({"_id": username})
-        return _user(raw) if raw else None
-
-    async def count(self) -> int:
-        return int(await self.collection.count_documents({}))
-
-    async def check_password(self, username: str, password: str) -> User | None:
-        raw = await self.collection.find_one({"_id": username}) if isinstance(username, str) else None
-        stored = raw["password"] if raw else _DECOY_HASH
-        ok = await asyncio.get_running_loop().run_in_executor(None, verify_password, str(password), stored)
-        return _user(raw) if raw and ok else None
-
-
-async def _policy_hash(password: str, username: str, tenant: str) -> str:
-    """The hash of a password that meets the policy (WeakPassword, a ValueError, otherwise)."""
-    check_policy(password, username, tenant)
-    return await asyncio.get_running_loop().run_in_executor(None, hash_password, password)
-
-
-def _validate_user(username: str, tenant: str, roles: list[str]) -> None:
-    if not isinstance(username, str) or not 1 <= len(username) <= 64:
-        raise ValueError("username must be 1-64 characters")
-    if not TENANT_PATTERN.match(tenant):
-        raise ValueError("tenant must be 1-64 letters, digits, '_', '.' or '-'")
-    _validate_roles(roles)
-
-
-def _validate_roles(roles: list[str]) -> None:
-    if not roles or any(role not in ROLES for role in roles):
-        raise ValueError(f"roles must be among {', '.join(ROLES)}")
-
-
-class AuthService:
-    """Logins, refreshes and logouts, rate-limited; the one check every token passes."""
-
-    def __init__(self, tokens: TokenService, users: UserStore, limiter: LoginLimiter, sessions: Sessions):
-        self.tokens = tokens
-        self.users = users
-        self.limiter = limiter
-        self.sessions = sessions
-
-    def principal(self, token: str) -> Principal:
-        """Who an access token speaks for, if it is valid and still holds (Unauthorized if not)."""
-        principal = self.tokens.principal(token)
-        refusal = self.sessions.refusal(principal)
-        if refusal is not None:
-            raise refusal
-        return principal
-
-    async def login(self, username: Any, password: Any, client_address: str) -> dict[str, Any]:
-        if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
-            raise Unauthorized("username and password are required strings")
-        reservation = self.limiter.reserve(username[:64], client_address)
-        try:
-            user = await self.users.check_password(username, password)
-        except BaseException:
-            self.limiter.release(reservation)
-            raise
-        if user is None:
-            raise Unauthorized("unknown username or wrong password")
-        self.limiter.release(reservation)
-        if user.disabled:
-            raise Unauthorized("this user is disabled; ask an administrator")
-        family, refresh_id = uuid.uuid4().hex, uuid.uuid4().hex
-        await self.sessions.open(family, user.username, refresh_id, time.time() + self.tokens.settings.refresh_token_ttl_s)
-        return self._pair(user, family, refresh_id)
-
-    async def refresh(self, refresh_token: Any) -> dict[str, Any]:
-        """A new pair for the session's current refresh token, which is used up by it."""
-        claims, family = self._session_claims(refresh_token)
-        user = await self.users.find(str(claims["sub"]))
-        if user is None:
-            raise Unauthorized("the user of this refresh token no longer exists")
-        if user.disabled:
-            raise Unauthorized("this user is disabled; ask an administrator")
-        if not isinstance(claims.get("epoch"), int) or claims["epoch"] < user.epoch:
-            raise Unauthorized("the refresh token was revoked: the user's password, roles or status changed after it was issued; log in again")
-        next_id = uuid.uuid4().hex
-        await self.sessions.rotate(family, user.username, str(claims.get("jti")), next_id,
-                                   time.time() + self.tokens.settings.refresh_token_ttl_s)
-        return self._pair(user, family, next_id)
-
-    async def logout(self, refresh_token: Any) -> None:
-        """End the login session of `refresh_token`: its refresh token and access tokens."""
-        claims, family = self._session_claims(refresh_token)
-        await self.sessions.end(family, str(claims["sub"]))
-
-    def _session_claims(self, refresh_token: Any) -> tuple[dict[str, Any], str]:
-        claims = self.tokens.decode(refresh_token, REFRESH)
-        family = claims.get("fam")
-        if not isinstance(family, str):
-            raise Unauthorized("this refresh token belongs to no login session; log in again")
-        return claims, family
-
-    def _pair(self, user: User, family: str, refresh_id: str) -> dict[str, Any]:
-        issue = self.tokens.issue
-        return {
-            "access_token": issue(user.username, user.tenant, user.roles, use=ACCESS, epoch=user.epoch, family=family),
-            "refresh_token": issue(user.username, user.tenant, user.roles, use=REFRESH, epoch=user.epoch, family=family,
-                                   token_id=refresh_id),
-            "token_type": "Bearer",
-            "expires_in": self.tokens.settings.access_token_ttl_s,
-        }

@@ -33,7 +33,7 @@ from realtime_app.errors import (
 from realtime_app.live import positions
 from realtime_app.live.hub import Subscription
 from realtime_app.live.outbox import Outbox
-from realtime_app.sockjs.router import SockJSConnection
+from realtime_app.sockjs import SockJSConnection
 
 if TYPE_CHECKING:
     from realtime_app.live.service import Realtime

@@ -17,7 +17,7 @@ from realtime_app.live.hub import Hub
 from realtime_app.live.outbox import FlushBatch
 from realtime_app.live.pollfeed import POLL_INTERVAL_S, PollingFeed
 from realtime_app.readiness import NotReady
-from realtime_app.sockjs.router import SockJSRouter, SockJSSettings, build_router
+from realtime_app.sockjs import SockJSRouter, SockJSSettings, build_router
 from realtime_app.stats import Histogram
 
 if TYPE_CHECKING:
