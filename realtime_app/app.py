@@ -184,8 +184,9 @@ class Server:
         await self.sessions.start()
         self.context = Context(settings, self.db, resources, store, tokens, auth)
         self.context.readiness_checks.append(self._sessions_readiness)
-        self.realtime = Realtime(self.context)
+        self.realtime = Realtime(settings, self.db, resources, store, auth)
         await self.realtime.start()
+        self.context.readiness_checks.append(self.realtime.readiness)
         self.sessions.on_change = self.realtime.end_refused_sessions
         self.stats = Stats(self.context, self.realtime)
         self.stats.start()

@@ -14,9 +14,8 @@ import os
 import resource
 import socket
 import time
-from bisect import bisect_left
 from collections import Counter, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +25,7 @@ from tornado.ioloop import PeriodicCallback
 
 from realtime_app import __version__
 from realtime_app.context import READY_TIMEOUT_S
+from realtime_app.counters import Histogram, rounded
 from realtime_app.data.db import describe
 from realtime_app.live import positions
 from realtime_app.live.changefeed import ChangeFeed
@@ -34,58 +34,10 @@ if TYPE_CHECKING:
     from realtime_app.context import Context
     from realtime_app.live.service import Realtime
 
-# Seconds; from well under a millisecond (loopback delivery) to timeouts.
-LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Rates are averaged over this window: long enough to smooth a burst, short enough to follow the load.
 RATE_WINDOW_S = 10.0
 SAMPLE_INTERVAL_S = 1.0
 STATES = ("authenticated", "unauthenticated")
-
-
-class Histogram:
-    """Counts in fixed buckets (Prometheus `le` semantics): one bisect per observation."""
-
-    __slots__ = ("bounds", "counts", "sum")
-
-    def __init__(self, bounds: Sequence[float] = LATENCY_BUCKETS_S):
-        self.bounds = tuple(bounds)
-        self.counts = [0] * (len(self.bounds) + 1)
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.sum += value
-
-    @property
-    def count(self) -> int:
-        return sum(self.counts)
-
-    def cumulative(self) -> list[tuple[str, float]]:
-        """(le, count at or below) pairs ending with +Inf, as Prometheus exposes them."""
-        pairs, running = [], 0
-        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
-            running += count
-            pairs.append((bound, float(running)))
-        return pairs
-
-    def quantile(self, q: float) -> float | None:
-        """Estimated by linear interpolation inside the bucket, like PromQL's histogram_quantile."""
-        total = self.count
-        if not total:
-            return None
-        rank, running = q * total, 0
-        for index, count in enumerate(self.counts):
-            if running + count >= rank and count:
-                if index == len(self.bounds):
-                    return self.bounds[-1]
-                lower = self.bounds[index - 1] if index else 0.0
-                return lower + (self.bounds[index] - lower) * (rank - running) / count
-            running += count
-        return self.bounds[-1]
-
-    def summary(self) -> dict[str, Any]:
-        return {"count": self.count, "sum_s": round(self.sum, 6),
-                **{name: _rounded(self.quantile(q)) for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))}}
 
 
 @dataclass
@@ -196,7 +148,7 @@ class Stats:
                        "pid": os.getpid(), "uptime_s": round(time.monotonic() - self.started, 3), "time": now},
             "connections": {"total": len(realtime.connections), "authenticated": authenticated,
                             "unauthenticated": len(realtime.connections) - authenticated,
-                            "users": realtime.users_connected, "by_transport": by_transport},
+                            "users": realtime.connections.users, "by_transport": by_transport},
             "subscriptions": {"total": sum(subscriptions.values()), "by_collection": subscriptions},
             "frames": {"in_total": totals[0], "out_total": totals[1], "bytes_out_total": totals[2],
                        "in_per_s": in_rate, "out_per_s": out_rate, "bytes_out_per_s": bytes_rate,
@@ -205,11 +157,11 @@ class Stats:
                 "feed": "change_stream" if isinstance(feed, ChangeFeed) else "polling",
                 "running": feed.running, "error": feed.last_error,
                 "events_total": totals[3], "per_s": events_rate,
-                "lag_s": _rounded(now - feed.last_event_wall_time if feed.last_event_wall_time is not None else None),
-                "head_age_s": _rounded(now - positions.seconds(feed.head) if feed.head else None),
+                "lag_s": rounded(now - feed.last_event_wall_time if feed.last_event_wall_time is not None else None),
+                "head_age_s": rounded(now - positions.seconds(feed.head) if feed.head else None),
             },
             "replay": {"events": len(replay), "capacity": replay.maxlen,
-                       "span_s": _rounded(replay[-1].wall_time - replay[0].wall_time if replay else None)},
+                       "span_s": rounded(replay[-1].wall_time - replay[0].wall_time if replay else None)},
             "outbox": {"depth_total": depth_total, "depth_max": depth_max, "bytes_total": bytes_total, "bytes_max": bytes_max,
                        "conflated_total": counters.conflated},
             "filters": {"cached": len(realtime.filters), "cached_bytes": realtime.filters.bytes},
@@ -225,12 +177,9 @@ class Stats:
             ]},
             "process": process_figures(),
             "mongodb": {"ok": self.database.ok, "error": self.database.error,
-                        "ping_ms": _rounded(self.database.ping_s * 1000 if self.database.ping_s is not None else None)},
+                        "ping_ms": rounded(self.database.ping_s * 1000 if self.database.ping_s is not None else None)},
         }
 
-
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 6)
 
 
 class _Collector:

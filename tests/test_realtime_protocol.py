@@ -194,10 +194,10 @@ async def test_counts_return_to_zero_after_clients_leave(api: ApiClient) -> None
     for client in clients:
         await client.close()
     for _ in range(50):
-        if not realtime.connections and not realtime.hub.counts() and realtime.users_connected == 0:
+        if not realtime.connections and not realtime.hub.counts() and realtime.connections.users == 0:
             break
         await asyncio.sleep(0.1)
-    assert not realtime.connections and not realtime.hub.counts() and realtime.users_connected == 0
+    assert not realtime.connections and not realtime.hub.counts() and realtime.connections.users == 0
 
 
 async def test_raw_websocket_endpoint_speaks_the_protocol(api: ApiClient) -> None:

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from realtime_app.client import RealtimeClient
-from realtime_app.stats import Histogram
+from realtime_app.counters import Histogram
 from tests.helpers import ApiClient
 
 SECTIONS = {"server", "connections", "subscriptions", "frames", "changes", "replay", "outbox", "filters", "limits",

@@ -26,10 +26,15 @@ class AuthService:
     def principal(self, token: str) -> Principal:
         """Who an access token speaks for, if it is valid and still holds (Unauthorized if not)."""
         principal = self.tokens.principal(token)
-        refusal = self.sessions.refusal(principal)
+        refusal = self.refusal(principal)
         if refusal is not None:
             raise refusal
         return principal
+
+    def refusal(self, principal: Principal) -> Unauthorized | None:
+        """Why the token behind `principal` no longer holds (its user changed, its login session
+        ended), or None while it does: asked again of open sockets when their user changes."""
+        return self.sessions.refusal(principal)
 
     async def login(self, username: Any, password: Any, client_address: str) -> dict[str, Any]:
         if not isinstance(username, str) or not isinstance(password, str) or not username or not password:

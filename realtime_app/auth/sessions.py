@@ -38,8 +38,6 @@ from typing import Any
 from realtime_app.data import db as dbmod
 from realtime_app.data.principal import Principal
 from realtime_app.errors import Unauthorized
-from realtime_app.live.changefeed import HISTORY_LOST_CODES, RETRY_DELAYS_S
-from realtime_app.live.pollfeed import POLL_INTERVAL_S
 
 log = logging.getLogger(__name__)
 
@@ -181,19 +179,19 @@ class Sessions:
                 else:
                     await self._load()
                     self.running = True
-                    await asyncio.sleep(POLL_INTERVAL_S)
+                    await asyncio.sleep(dbmod.POLL_INTERVAL_S)
                 attempt = 0
                 continue
             except asyncio.CancelledError:
                 raise
             except dbmod.OperationFailure as exc:
-                if exc.code in HISTORY_LOST_CODES:
+                if exc.code in dbmod.HISTORY_LOST_CODES:
                     resume_token = None
                 self._down(exc)
             except Exception as exc:  # any driver or network failure: retry with backoff
                 self._down(exc)
             attempt += 1
-            await asyncio.sleep(RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S)) - 1])
+            await asyncio.sleep(dbmod.STREAM_RETRY_DELAYS_S[min(attempt, len(dbmod.STREAM_RETRY_DELAYS_S)) - 1])
 
     def _down(self, exc: BaseException) -> None:
         if self.running:

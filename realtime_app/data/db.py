@@ -32,6 +32,13 @@ SORT_ORDER = {1: ASCENDING, -1: DESCENDING}
 NAMESPACE_EXISTS = 48
 # A request should fail fast with 503 when MongoDB is away instead of hanging for 30 s.
 SERVER_SELECTION_TIMEOUT_MS = 3000
+# Change streams (the change feed's, the sessions'): errors after which resuming from a saved
+# token cannot work, the history being gone, and the backoff between attempts to reopen one.
+HISTORY_LOST_CODES = {280, 286}
+STREAM_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+# Without change streams (a standalone mongod) what follows changes reads again this often: the
+# delay a change may wait before it is seen.
+POLL_INTERVAL_S = 1.0
 
 
 class Database:

@@ -28,10 +28,6 @@ from realtime_app.readiness import NotReady
 log = logging.getLogger(__name__)
 
 DOCUMENT_OPERATIONS = {"insert", "update", "replace", "delete"}
-# Errors after which resuming from our token cannot work: the history is gone.
-HISTORY_LOST_CODES = {280, 286}
-# Backoff between attempts to reopen the stream after a failure.
-RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 # The stream's server-side wait per getMore: bounds how stale the saved resume token can be.
 MAX_AWAIT_MS = 500
 # Changes MongoDB returned together are dispatched in one loop turn, so each subscriber gets them
@@ -170,7 +166,7 @@ class ChangeFeed(Feed):
                 raise
             except dbmod.OperationFailure as exc:
                 self._mark_down(exc)
-                if exc.code in HISTORY_LOST_CODES or "resume" in str(exc).lower() and "oplog" in str(exc).lower():
+                if exc.code in dbmod.HISTORY_LOST_CODES or "resume" in str(exc).lower() and "oplog" in str(exc).lower():
                     log.warning("change stream history lost (%s); restarting from now and resyncing all subscriptions", exc)
                     self.resume_token = None
                     await self._start_afresh()
@@ -179,7 +175,7 @@ class ChangeFeed(Feed):
             except Exception as exc:  # any driver or network failure: retry with backoff
                 self._mark_down(exc)
                 attempt += 1
-            await asyncio.sleep(RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S)) - 1])
+            await asyncio.sleep(dbmod.STREAM_RETRY_DELAYS_S[min(attempt, len(dbmod.STREAM_RETRY_DELAYS_S)) - 1])
 
     async def _start_afresh(self) -> None:
         try:

@@ -13,11 +13,20 @@ import functools
 import itertools
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 from realtime_app import jsoncodec
+from realtime_app.auth.service import AuthService
+from realtime_app.config import Settings
+from realtime_app.counters import RealtimeCounters
 from realtime_app.data import db as dbmod
+from realtime_app.data.filters import FilterCache
 from realtime_app.data.principal import Principal
+from realtime_app.data.resources import Resources
+from realtime_app.data.store import DocumentStore
 from realtime_app.errors import (
     AppError,
     AuthRequired,
@@ -31,12 +40,10 @@ from realtime_app.errors import (
     UnknownSubscription,
 )
 from realtime_app.live import positions
-from realtime_app.live.hub import Subscription
-from realtime_app.live.outbox import Outbox
+from realtime_app.live.changefeed import Feed
+from realtime_app.live.hub import FilterBudget, Hub, Subscription
+from realtime_app.live.outbox import FlushBatch, Outbox
 from realtime_app.sockjs import SockJSConnection
-
-if TYPE_CHECKING:
-    from realtime_app.live.service import Realtime
 
 log = logging.getLogger(__name__)
 
@@ -78,17 +85,80 @@ class TokenBucket:
         return False
 
 
-class RealtimeConnection(SockJSConnection):
-    """Bound to one `Realtime` service by a subclass that sets the `realtime` attribute."""
+@dataclass(frozen=True, slots=True)
+class ConnectionDeps:
+    """What every connection of one live service works with. The service builds it once and
+    hands the SockJS router a factory binding it to each new connection (`Realtime.start`)."""
 
-    realtime: Realtime
+    settings: Settings
+    auth: AuthService
+    resources: Resources
+    store: DocumentStore
+    feed: Feed
+    hub: Hub
+    filters: FilterCache
+    filter_budget: FilterBudget
+    connections: Connections
+    counters: RealtimeCounters
+    flushes: FlushBatch
+    server_name: str
+    """What the welcome frame names: the product and this process's name (no host name)."""
+
+
+class Connections:
+    """The open connections of one process, and the authenticated ones of each user; the live
+    service owns it, stats reads it."""
+
+    def __init__(self, max_per_user: int, counters: RealtimeCounters):
+        self.max_per_user = max_per_user
+        self._counters = counters
+        self._open: set[RealtimeConnection] = set()
+        self._per_user: Counter[str] = Counter()
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def __iter__(self) -> Iterator[RealtimeConnection]:
+        return iter(self._open)
+
+    def register(self, connection: RealtimeConnection) -> None:
+        self._open.add(connection)
+
+    def admit(self, connection: RealtimeConnection, user: str) -> bool:
+        """Count an authenticated socket against its user's limit; False when over it."""
+        if self._per_user[user] >= self.max_per_user:
+            self._counters.connections_refused += 1
+            return False
+        self._per_user[user] += 1
+        return True
+
+    def unregister(self, connection: RealtimeConnection, user: str | None) -> None:
+        self._open.discard(connection)
+        if user is not None:
+            self._per_user[user] -= 1
+            if self._per_user[user] <= 0:
+                del self._per_user[user]
+
+    @property
+    def users(self) -> int:
+        """Users with at least one authenticated socket."""
+        return len(self._per_user)
+
+
+class RealtimeConnection(SockJSConnection):
+    """Built by the SockJS router for each session, through a factory that binds the service's
+    `ConnectionDeps` (see `Realtime.start`)."""
+
+    def __init__(self, session: Any, deps: ConnectionDeps):
+        super().__init__(session)
+        self.deps = deps
 
     def on_open(self, info: Any) -> None:
-        settings = self.realtime.settings
+        settings = self.deps.settings
         self.principal: Principal | None = None
         self.subscriptions: dict[str, Subscription] = {}
         self.outbox = Outbox(self._write, self.transport_backlog, self._slow_consumer, settings.outbox_max_frames,
-                             self.realtime.counters, self.realtime.flushes, max_bytes=settings.outbox_max_bytes,
+                             self.deps.counters, self.deps.flushes, max_bytes=settings.outbox_max_bytes,
                              conflate=self.groups_messages)
         self._bucket = TokenBucket(settings.frames_per_second, settings.frame_burst)
         self._snapshot_bucket = TokenBucket(settings.snapshots_per_second, settings.snapshot_burst)
@@ -98,9 +168,9 @@ class RealtimeConnection(SockJSConnection):
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._closing = False
         self._reauth_asked_for = 0.0
-        self.realtime.register(self)
+        self.deps.connections.register(self)
         self._send({
-            "type": "welcome", "protocol": PROTOCOL_VERSION, "server": self.realtime.server_name,
+            "type": "welcome", "protocol": PROTOCOL_VERSION, "server": self.deps.server_name,
             "heartbeat_ms": int(settings.sockjs_heartbeat_s * 1000), "auth_timeout_ms": int(settings.auth_timeout_s * 1000),
         })
         self._timer("auth", settings.auth_timeout_s, self._auth_timed_out)
@@ -111,7 +181,7 @@ class RealtimeConnection(SockJSConnection):
         self.outbox.put_frame(jsoncodec.dumps(frame))
 
     def _write(self, messages: list[str]) -> None:
-        counters = self.realtime.counters
+        counters = self.deps.counters
         counters.frames_out += len(messages)
         counters.bytes_out += sum(map(len, messages))
         self.send_packed(messages)
@@ -138,20 +208,20 @@ class RealtimeConnection(SockJSConnection):
         self._close_with(CLOSE_GOING_AWAY, reason)
 
     def _slow_consumer(self) -> None:
-        self.realtime.counters.slow_consumer_closes += 1
+        self.deps.counters.slow_consumer_closes += 1
         self._closing = True
         self.close(CLOSE_SLOW, "slow consumer: too far behind; reconnect with since to resume")
 
     # -- receiving -----------------------------------------------------------------------------
 
     def on_message(self, message: str) -> None:
-        counters = self.realtime.counters
+        counters = self.deps.counters
         counters.frames_in += 1
         if self._closing:
             return
-        if len(message) > self.realtime.settings.max_frame_bytes:
+        if len(message) > self.deps.settings.max_frame_bytes:
             counters.oversized_frames += 1
-            self._error(BadRequest(f"frame of {len(message)} bytes is over the limit of {self.realtime.settings.max_frame_bytes}"))
+            self._error(BadRequest(f"frame of {len(message)} bytes is over the limit of {self.deps.settings.max_frame_bytes}"))
             self._close_with(CLOSE_POLICY, "frame too large")
             return
         if not self._bucket.take():
@@ -161,7 +231,7 @@ class RealtimeConnection(SockJSConnection):
                 self._close_with(CLOSE_POLICY, "rate limit exceeded")
             elif self._strikes == 1 or self._strikes % 5 == 0:
                 self._send({"type": "error", "code": "rate_limited",
-                            "message": f"more than {self.realtime.settings.frames_per_second:g} frames per second; slow down"})
+                            "message": f"more than {self.deps.settings.frames_per_second:g} frames per second; slow down"})
             return
         ref = None
         try:
@@ -193,9 +263,9 @@ class RealtimeConnection(SockJSConnection):
     def _authenticate(self, token: Any) -> None:
         first = self.principal is None
         try:
-            principal = self.realtime.context.auth.principal(token)
+            principal = self.deps.auth.principal(token)
         except Unauthorized as exc:
-            self.realtime.counters.auth_failures += 1
+            self.deps.counters.auth_failures += 1
             self._error(exc)
             if first:
                 self._close_with(CLOSE_AUTH, exc.detail)
@@ -205,7 +275,7 @@ class RealtimeConnection(SockJSConnection):
             self._close_with(CLOSE_FORBIDDEN, "token for another user or tenant")
             return
         if first:
-            if not self.realtime.admit(self, principal.user):
+            if not self.deps.connections.admit(self, principal.user):
                 self._error(AppError(f"too many connections for {principal.user}"))
                 self._close_with(CLOSE_POLICY, "too many connections for this user")
                 return
@@ -222,13 +292,13 @@ class RealtimeConnection(SockJSConnection):
         """After a refresh with other roles: end the subscriptions the new token may not read."""
         assert self.principal is not None
         for sub in list(self.subscriptions.values()):
-            resource = self.realtime.context.resources.get(sub.collection)
+            resource = self.deps.resources.get(sub.collection)
             if not resource.may_read(self.principal.roles):
                 self._remove(sub)
                 self._error(Forbidden(f"your new token may not read {sub.collection}"), sub.id)
 
     def _schedule_expiry(self, principal: Principal) -> None:
-        settings = self.realtime.settings
+        settings = self.deps.settings
         remaining = principal.expires_at - time.time()
         if principal.expires_at != self._reauth_asked_for:
             self._timer("reauth", max(remaining - settings.reauth_lead_s, 0.0), self._ask_reauth)
@@ -252,32 +322,32 @@ class RealtimeConnection(SockJSConnection):
         self._close_with(CLOSE_AUTH, reason)
 
     def _auth_timed_out(self) -> None:
-        self._error(AuthRequired(f"no auth frame within {self.realtime.settings.auth_timeout_s:g} s"))
+        self._error(AuthRequired(f"no auth frame within {self.deps.settings.auth_timeout_s:g} s"))
         self._close_with(CLOSE_AUTH, "authentication timed out")
 
     # -- subscriptions -------------------------------------------------------------------------
 
     def _subscribe(self, frame: dict[str, Any]) -> None:
         assert self.principal is not None
-        settings = self.realtime.settings
+        settings = self.deps.settings
         sub_id = _client_id(frame.get("id"))
         if sub_id in self.subscriptions:
             raise BadRequest(f"subscription {sub_id!r} already exists; unsubscribe first or choose another id")
         if len(self.subscriptions) >= settings.max_subscriptions:
             raise TooManySubscriptions(f"at most {settings.max_subscriptions} subscriptions per connection")
-        resource = self.realtime.context.store.readable(self.principal, _client_id(frame.get("collection"), "collection"))
-        query = self.realtime.filters.get(resource.name, frame.get("filter"), resource.filterable, settings.max_filter_depth,
+        resource = self.deps.store.readable(self.principal, _client_id(frame.get("collection"), "collection"))
+        query = self.deps.filters.get(resource.name, frame.get("filter"), resource.filterable, settings.max_filter_depth,
                                           settings.max_filter_cost)
         throttle_ms = frame.get("throttle_ms", 0)
         if isinstance(throttle_ms, bool) or not isinstance(throttle_ms, int) or not 0 <= throttle_ms <= MAX_THROTTLE_MS:
             raise BadRequest(f"throttle_ms must be an integer from 0 to {MAX_THROTTLE_MS}")
         since = frame.get("since")
         self._take_snapshot_turn()
-        self.realtime.filter_budget.reserve(self.principal.user, resource.name, query)
+        self.deps.filter_budget.reserve(self.principal.user, resource.name, query)
         sub = Subscription(self, sub_id, resource.name, query, throttle_ms)
         self.subscriptions[sub_id] = sub
-        self.realtime.hub.add(sub, self.principal.tenant_scope)
-        feed = self.realtime.live_feed
+        self.deps.hub.add(sub, self.principal.tenant_scope)
+        feed = self.deps.feed
         resume_from = positions.from_wire(since) if since is not None else None
         if resume_from is not None and feed.covers(resume_from):
             sub.go_live(resume_from)
@@ -305,13 +375,12 @@ class RealtimeConnection(SockJSConnection):
 
     async def _read_snapshot(self, sub: Subscription, generation: int, recovered: bool | None) -> None:
         assert self.principal is not None
-        realtime = self.realtime
-        resource = realtime.context.resources.get(sub.collection)
+        deps = self.deps
+        resource = deps.resources.get(sub.collection)
         for attempt in itertools.count():
             try:
                 async with self._snapshot_reads:
-                    docs, position = await realtime.live_feed.snapshot(self.principal, resource, sub.query,
-                                                                       realtime.settings.snapshot_max_docs)
+                    docs, position = await deps.feed.snapshot(self.principal, resource, sub.query, deps.settings.snapshot_max_docs)
                 break
             except AppError as exc:
                 if self.subscriptions.get(sub.id) is sub:
@@ -331,9 +400,9 @@ class RealtimeConnection(SockJSConnection):
         if recovered is not None:
             frame["recovered"] = recovered
         text = jsoncodec.dumps(frame)
-        if len(text) > realtime.settings.snapshot_max_bytes:
+        if len(text) > deps.settings.snapshot_max_bytes:
             self._remove(sub)
-            self._error(BadFilter(f"the query's snapshot is {len(text)} bytes, over the limit of {realtime.settings.snapshot_max_bytes}; "
+            self._error(BadFilter(f"the query's snapshot is {len(text)} bytes, over the limit of {deps.settings.snapshot_max_bytes}; "
                                   "narrow the filter"), sub.id)
             return
         # The snapshot supersedes whatever of this subscription is still queued, an older snapshot included.
@@ -359,8 +428,8 @@ class RealtimeConnection(SockJSConnection):
     def _take_snapshot_turn(self) -> None:
         """Subscribing and refreshing read and send a whole result: they have a rate of their own."""
         if not self._snapshot_bucket.take():
-            self.realtime.counters.rate_limited += 1
-            rate = self.realtime.settings.snapshots_per_second
+            self.deps.counters.rate_limited += 1
+            rate = self.deps.settings.snapshots_per_second
             raise RateLimited(f"more than {rate:g} subscribe or refresh frames per second; wait and send it again", 1 / rate)
 
     def _existing(self, frame: dict[str, Any]) -> Subscription:
@@ -374,9 +443,9 @@ class RealtimeConnection(SockJSConnection):
         if self.subscriptions.get(sub.id) is not sub:
             return
         del self.subscriptions[sub.id]
-        self.realtime.hub.remove(sub)
+        self.deps.hub.remove(sub)
         assert self.principal is not None
-        self.realtime.filter_budget.release(self.principal.user, sub.collection, sub.query)
+        self.deps.filter_budget.release(self.principal.user, sub.collection, sub.query)
         sub.close()
         task = self._snapshot_tasks.pop(sub.id, None)
         if task is not None and task is not asyncio.current_task():
@@ -403,4 +472,4 @@ class RealtimeConnection(SockJSConnection):
         for sub in list(self.subscriptions.values()):
             self._remove(sub)
         self.outbox.close()
-        self.realtime.unregister(self, self.principal.user if self.principal is not None else None)
+        self.deps.connections.unregister(self, self.principal.user if self.principal is not None else None)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from realtime_app.data.filters import Filter
 from realtime_app.data.principal import Principal
+from realtime_app.errors import TooManySubscriptions
 from realtime_app.live import wire
 from realtime_app.live.changefeed import ChangeEvent
 from realtime_app.live.outbox import PendingChange
@@ -178,3 +179,36 @@ class Hub:
 
     def counts(self) -> dict[str, int]:
         return {name: sum(len(subs) for subs in by_tenant.values()) for name, by_tenant in self._index.items()}
+
+
+class FilterBudget:
+    """What each user's live queries cost to match against every change: the sum of the costs
+    of the user's distinct filters (subscriptions with equal filters share one evaluation per
+    change, whichever sockets they are on). One user cannot make others wait on its filters
+    beyond this bound."""
+
+    def __init__(self, per_user: int):
+        self.per_user = per_user
+        self._spent: Counter[str] = Counter()
+        self._held: Counter[tuple[str, str, str]] = Counter()  # (user, collection, filter) -> subscriptions
+
+    def reserve(self, user: str, collection: str, query: Filter) -> None:
+        key = (user, collection, query.canonical)
+        if not self._held[key]:
+            if self._spent[user] + query.cost > self.per_user:
+                raise TooManySubscriptions(f"your live queries' filters would cost {self._spent[user] + query.cost}, over the limit of "
+                                           f"{self.per_user} per user; unsubscribe from some or simplify their filters")
+            self._spent[user] += query.cost
+        self._held[key] += 1
+
+    def release(self, user: str, collection: str, query: Filter) -> None:
+        key = (user, collection, query.canonical)
+        self._held[key] -= 1
+        if self._held[key] <= 0:
+            del self._held[key]
+            self._spent[user] -= query.cost
+            if self._spent[user] <= 0:
+                del self._spent[user]
+
+    def spent(self, user: str) -> int:
+        return self._spent[user]

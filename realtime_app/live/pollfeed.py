@@ -24,13 +24,10 @@ from realtime_app.live.changefeed import ChangeEvent, EventSink, Feed, ResyncSin
 
 log = logging.getLogger(__name__)
 
-# How often the collections are read: the delay a change may wait before it is seen.
-POLL_INTERVAL_S = 1.0
-
 
 class PollingFeed(Feed):
     def __init__(self, database: dbmod.Database, collections: list[str], on_event: EventSink, on_resync: ResyncSink,
-                 replay_capacity: int, interval_s: float = POLL_INTERVAL_S):
+                 replay_capacity: int, interval_s: float = dbmod.POLL_INTERVAL_S):
         super().__init__(database, collections, on_event, on_resync, replay_capacity)
         self.interval_s = interval_s
         self.docs: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in collections}
