@@ -165,10 +165,11 @@ def received_change(stream: Any) -> Document | None:
     motor runs every ``try_next`` in a thread, so each change would arrive in a loop turn of its
     own and every subscriber would get one frame per change. Taking what is already received
     in the same turn lets the hub hand a burst to each connection as one frame. The driver
-    has no public call for "is more buffered", so this asks its cursor; should a driver
-    version lack that, changes simply come one per turn, as before.
+    has no public call for "is more buffered", so this asks its cursor (a private API, listed
+    with the others in tests/test_private_apis.py); should a driver version lack it, changes
+    simply come one per turn.
     """
-    delegate = stream.delegate
+    delegate = getattr(stream, "delegate", None)
     has_next = getattr(getattr(delegate, "_cursor", None), "_has_next", None)
     if delegate is None or not callable(has_next) or not has_next():
         return None

@@ -36,6 +36,9 @@ starts timers when it is built)::
         router = build_router(EchoConnection, SockJSSettings(prefix="/realtime"))
         app = tornado.web.Application([*api_urls, *router.urls, *vendor_urls()])
 
+The library's internals these modules subclass or read are listed, and checked against the
+installed version, in tests/test_private_apis.py.
+
 `build_router` takes a connection class, or any function of the session returning a connection
 (`ConnectionFactory`), which is how an application hands its connections their collaborators.
 
