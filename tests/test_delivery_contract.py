@@ -24,7 +24,7 @@ from motor.motor_asyncio import AsyncIOMotorClient
 
 from realtime_app.app import Server
 from realtime_app.live import positions
-from tests.rawsocket import RawSocket
+from realtime_app.testing.rawsocket import RawSocket
 
 DOCUMENTS = 12
 WRITES = 500

@@ -27,7 +27,6 @@ import secrets
 import signal
 import socket
 import statistics
-import struct
 import subprocess
 import sys
 import threading
@@ -45,8 +44,8 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from realtime_app.auth.tokens import TokenService
 from realtime_app.client import RealtimeClient
 from realtime_app.config import settings_from
+from realtime_app.testing.rawsocket import RawSocket, frame_head
 from tests.conftest import TEST_JWT_SECRET
-from tests.rawsocket import RawSocket
 
 ROOT = Path(__file__).resolve().parent.parent
 # Bound on others' median change latency beside one user's costliest allowed filters, as a
@@ -432,7 +431,7 @@ async def test_oversized_sockjs_payloads_are_refused_without_being_held(flooded:
             assert chunked.startswith(b"HTTP/1.1 413"), chunked[:200]
         sock = await RawSocket.open(flooded.port)
         await sock.messages()  # "o"
-        sock.writer.write(struct.pack("!BBQ", 0x81, 0x80 | 127, len(huge)) + secrets.token_bytes(4) + huge[:1 << 20])
+        sock.writer.write(frame_head(len(huge), mask=secrets.token_bytes(4)) + huge[:1 << 20])
         with pytest.raises((asyncio.IncompleteReadError, ConnectionError)):
             while await sock.frame() is not None:
                 pass

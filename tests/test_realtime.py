@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
 import pytest
 
 from realtime_app.app import Server
 from realtime_app.client import RealtimeClient
+from realtime_app.testing.rawsocket import sockjs_messages, sockjs_payload
 from tests.helpers import ApiClient
 
 
@@ -139,13 +139,13 @@ async def test_a_burst_of_changes_reaches_a_websocket_in_few_frames(api: ApiClie
         async def messages() -> list[dict]:
             frame = await asyncio.wait_for(ws.read_message(), 10)
             assert isinstance(frame, str) and frame.startswith("a"), frame
-            return [json.loads(m) for m in json.loads(frame[1:])]
+            return sockjs_messages(frame)
 
-        ws.write_message(json.dumps([json.dumps({"type": "auth", "token": api.token()})]))
+        ws.write_message(sockjs_payload({"type": "auth", "token": api.token()}))
         kinds = [m["type"] for m in await messages()]
         while "snapshot" not in kinds:
             if "auth_ok" in kinds:
-                ws.write_message(json.dumps([json.dumps({"type": "subscribe", "id": "s", "collection": "services"})]))
+                ws.write_message(sockjs_payload({"type": "subscribe", "id": "s", "collection": "services"}))
             kinds = [m["type"] for m in await messages()]
         names = [f"burst-{i}" for i in range(40)]
         await server.context.db.collection("services").insert_many([{"name": n, "status": "up", "tenant": "t1", "version": 1} for n in names])

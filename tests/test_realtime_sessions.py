@@ -10,6 +10,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import HTTPResponse
 
+from realtime_app.testing.rawsocket import sockjs_messages, sockjs_payload
 from tests.helpers import ApiClient
 from tests.sockjs_wire import OTHER_ADDRESS, Peer, ws_close, ws_frames
 
@@ -35,8 +36,7 @@ class PollingSession:
             body = await self.poll()
             assert not body.startswith("c"), body
             if body.startswith("a"):
-                frames = [json.loads(message) for message in json.loads(body[1:])]
-                found = [frame for frame in frames if frame["type"] == kind]
+                found = [frame for frame in sockjs_messages(body) if frame["type"] == kind]
                 if found:
                     return found[0]  # type: ignore[no-any-return]
         raise AssertionError(f"no {kind} frame in 20 polls")
@@ -50,11 +50,11 @@ class PollingSession:
         raise AssertionError("no close frame in 20 polls")
 
     async def send(self, frame: dict[str, Any]) -> HTTPResponse:
-        return await self.peer.fetch(self.url + "/xhr_send", "POST", json.dumps([json.dumps(frame)]))
+        return await self.peer.fetch(self.url + "/xhr_send", "POST", sockjs_payload(frame))
 
     async def send_by_form(self, frame: dict[str, Any]) -> HTTPResponse:
         """jsonp_send, as a form anyone's page can post."""
-        form = "d=" + json.dumps([json.dumps(frame)]).replace("%", "%25").replace("&", "%26").replace("+", "%2B")
+        form = "d=" + sockjs_payload(frame).replace("%", "%25").replace("&", "%26").replace("+", "%2B")
         return await self.peer.fetch(self.url + "/jsonp_send", "POST", form, **{"Content-Type": "application/x-www-form-urlencoded"})
 
 
