@@ -10,9 +10,7 @@ there too, through `run`.
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
-import uuid
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,8 +19,7 @@ from typing import Any, TypeVar
 import pymongo
 
 from realtime_app.app import Server
-from realtime_app.config import settings_from
-from tests.conftest import TEST_JWT_SECRET
+from tests.helpers import issue_token, server_settings
 
 T = TypeVar("T")
 # Long enough for a server start against a busy mongod; a test that waits longer has hung.
@@ -40,33 +37,25 @@ class BackgroundServer:
 
     def token(self, user: str = "ed", tenant: str = "t1", roles: tuple[str, ...] = ("editor",), **kwargs: Any) -> str:
         assert self.server.context is not None
-        return self.server.context.tokens.issue(user, tenant, list(roles), **kwargs)
+        return issue_token(self.server.context.tokens, user, tenant, roles, **kwargs)
 
+    def empty_collections(self) -> None:
+        """Delete every document of the served collections, so the next test starts from an empty database."""
+        context = self.server.context
+        assert context is not None
 
-class ErrorRecords(logging.Handler):
-    """Whatever any thread logs at ERROR: an unhandled exception in the server shows here."""
+        async def empty() -> None:
+            for name in context.resources.names:
+                await context.db.collection(name).delete_many({})
 
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def messages(self) -> list[str]:
-        return [f"{r.name}: {r.getMessage()}" for r in self.records if r.name != "tornado.access"]
+        self.run(empty())
 
 
 @contextmanager
 def background_server(mongo_uri: str, data_dir: Path, **overrides: Any) -> Iterator[BackgroundServer]:
-    """Start a server (settings as in conftest's `make_settings`, plus `overrides`) on a loop
-    in a daemon thread; stop it, the loop and the thread, and drop its database afterwards."""
-    values: dict[str, Any] = {
-        "host": "127.0.0.1", "port": 0, "mongo_uri": mongo_uri, "mongo_db": f"test_{uuid.uuid4().hex[:12]}",
-        "jwt_secret": TEST_JWT_SECRET, "data_dir": str(data_dir), "log_level": "WARNING",
-    }
-    values.update(overrides)
-    server = Server(settings_from(environ={}, **values))
+    """Start a server (`server_settings` plus ``overrides``) on a loop in a daemon thread; stop
+    it, the loop and the thread, and drop its database afterwards."""
+    server = Server(server_settings(mongo_uri, data_dir, **overrides))
     loop = asyncio.new_event_loop()
 
     def serve() -> None:
@@ -91,7 +80,7 @@ def background_server(mongo_uri: str, data_dir: Path, **overrides: Any) -> Itera
         thread.join(RUN_TIMEOUT_S)
         loop.close()
         with pymongo.MongoClient(mongo_uri) as client:
-            client.drop_database(values["mongo_db"])
+            client.drop_database(server.settings.mongo_db)
 
 
 async def _cancel_leftovers() -> None:

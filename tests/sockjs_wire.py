@@ -1,14 +1,9 @@
 """SockJS over the wire, from the client's side: HTTP requests (from any loopback address),
-raw HTTP exchanges read chunk by chunk, websockets read with a deadline, and a guard that
-fails a test when the server logged an error."""
+raw HTTP exchanges read chunk by chunk, websockets read with a deadline."""
 
 from __future__ import annotations
 
 import asyncio
-import gc
-import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
@@ -117,34 +112,3 @@ async def ws_close(conn: WebSocketClientConnection) -> None:
     conn.close()
     while await asyncio.wait_for(conn.read_message(), WAIT) is not None:
         pass
-
-
-async def eventually(condition: Callable[[], bool], what: str) -> None:
-    """Wait until ``condition()`` holds, checking every few milliseconds, for at most WAIT."""
-    deadline = asyncio.get_running_loop().time() + WAIT
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, f"still not {what} after {WAIT} s"
-        await asyncio.sleep(0.005)
-
-
-class _ErrorRecords(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@contextmanager
-def no_errors_logged() -> Iterator[None]:
-    """Fail if anything logged an error (access-log lines aside) inside the block."""
-    errors = _ErrorRecords()
-    logging.getLogger().addHandler(errors)
-    try:
-        yield
-        gc.collect()  # "exception was never retrieved" is logged when the future is collected
-    finally:
-        logging.getLogger().removeHandler(errors)
-    unexpected = [r for r in errors.records if r.name != "tornado.access"]
-    assert not unexpected, [f"{r.name}: {r.getMessage()}" for r in unexpected]

@@ -7,9 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
-import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +21,13 @@ from realtime_app.auth.loginlimits import LoginLimiter, limits_from
 from realtime_app.auth.passwords import hash_password, verify_password
 from realtime_app.config import settings_from
 from realtime_app.errors import RateLimited
-from tests.conftest import TEST_JWT_SECRET
-from tests.helpers import ApiClient, Reply
+from tests.helpers import TEST_JWT_SECRET, ApiClient, Reply
 
 LOGIN, REFRESH, COLLECTIONS = "/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/collections"
 PASSWORD = "correct horse battery"
 
 
-@pytest.fixture(autouse=True)
-def no_uncaught_exceptions(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    yield
-    crashes = [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
-    assert not crashes, crashes
+pytestmark = pytest.mark.usefixtures("errors_fail_the_test")
 
 
 @pytest.fixture(scope="module")

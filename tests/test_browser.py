@@ -31,10 +31,13 @@ from playwright.sync_api import Browser, BrowserContext, Locator, Page, Route, e
 
 from realtime_app.app import Server
 from realtime_app.auth.users import UserStore
-from realtime_app.config import settings_from
+from realtime_app.config import Settings
 from tests import chromium
 from tests.background import BackgroundServer, background_server
-from tests.conftest import PHASE_REPORTS, TEST_JWT_SECRET
+from tests.conftest import PHASE_REPORTS
+from tests.helpers import server_settings
+
+pytestmark = pytest.mark.browser
 
 TRANSPORTS = ["websocket", "xhr-streaming", "xhr-polling", "eventsource", "iframe-eventsource", "iframe-htmlfile",
               "iframe-xhr-polling", "jsonp-polling"]
@@ -418,12 +421,8 @@ def test_server_restart_shows_reconnecting_then_live_with_no_change_missed(
     the same database takes a write. The board says so, comes back live and shows the write."""
     db_name = f"test_{uuid.uuid4().hex[:12]}"
 
-    def settings(**overrides: Any) -> Any:
-        values: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "mongo_uri": mongo_uri, "mongo_db": db_name,
-                                  "jwt_secret": TEST_JWT_SECRET, "data_dir": str(tmp_path), "log_level": "WARNING",
-                                  "shutdown_reconnect_after_ms": 200}
-        values.update(overrides)
-        return settings_from(environ={}, **values)
+    def settings(**overrides: Any) -> Settings:
+        return server_settings(mongo_uri, tmp_path, mongo_db=db_name, shutdown_reconnect_after_ms=200, **overrides)
 
     started: list[Server] = []
 

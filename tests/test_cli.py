@@ -20,8 +20,7 @@ from realtime_app import cli
 from realtime_app.auth.passwords import verify_password
 from realtime_app.auth.sessions import USERS_COLLECTION
 from realtime_app.client import RealtimeClient
-from tests.conftest import TEST_JWT_SECRET
-from tests.helpers import ApiClient, Reply
+from tests.helpers import TEST_JWT_SECRET, ApiClient, Reply, refused_soon
 
 PASSWORD = "open sesame 42"
 
@@ -163,18 +162,6 @@ def test_users_add_refuses_common_and_short_passwords(capsys: pytest.CaptureFixt
         assert code == 0, (good, err)
 
 
-async def eventually_refused(api: ApiClient, token: str, timeout: float = 10.0) -> Reply:
-    """The token's next 401, waiting for the change to reach the server through MongoDB."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        reply = await api.get("/api/v1/collections", token=token)
-        if reply.status == 401 or asyncio.get_running_loop().time() > deadline:
-            assert reply.status == 401, reply.body
-            assert reply.headers["WWW-Authenticate"].startswith("Bearer")
-            return reply
-        await asyncio.sleep(0.05)
-
-
 async def log_in(api: ApiClient, username: str = "erin", password: str = PASSWORD) -> Reply:
     return await api.post("/api/v1/auth/login", {"username": username, "password": password})
 
@@ -195,7 +182,7 @@ async def test_removing_a_user_ends_its_tokens_and_sockets(cli_api: ApiClient, c
     outsider = cli_api.token("ops", "acme", ("admin",))  # an outside issuer's user: nothing stored to revoke
 
     assert (await run_in_thread(capsys, "users", "remove", "erin"))[0] == 0
-    assert "no longer exists" in (await eventually_refused(cli_api, token)).problem["detail"]
+    assert "no longer exists" in (await refused_soon(cli_api, token)).problem["detail"]
     error = await client.next_frame("error")
     assert error["code"] == "auth_failed" and "no longer exists" in error["message"]
     closed = await client.next_frame("_closed")
@@ -211,14 +198,14 @@ async def test_disabling_and_enabling_a_user(cli_api: ApiClient, capsys: pytest.
     token = (await log_in(cli_api)).body["access_token"]
     code, out, _ = await run_in_thread(capsys, "users", "disable", "erin")
     assert (code, out.strip()) == (0, "disabled erin")
-    assert "disabled" in (await eventually_refused(cli_api, token)).problem["detail"]
+    assert "disabled" in (await refused_soon(cli_api, token)).problem["detail"]
     refused = await log_in(cli_api)
     assert refused.status == 401 and "disabled" in refused.problem["detail"]
     assert "(disabled)" in (await run_in_thread(capsys, "users", "list"))[1]
     assert (await run_in_thread(capsys, "users", "enable", "erin"))[:2] == (0, "enabled erin\n")
     fresh = (await log_in(cli_api)).body["access_token"]
     assert (await cli_api.get("/api/v1/collections", token=fresh)).status == 200
-    assert "revoked" in (await eventually_refused(cli_api, token)).problem["detail"]  # enabling brings no old token back
+    assert "revoked" in (await refused_soon(cli_api, token)).problem["detail"]  # enabling brings no old token back
     code, _, err = await run_in_thread(capsys, "users", "disable", "nobody")
     assert code == 1 and "no user 'nobody'" in err
 
@@ -228,7 +215,7 @@ async def test_new_roles_end_old_tokens(cli_api: ApiClient, capsys: pytest.Captu
     token = (await log_in(cli_api)).body["access_token"]
     code, out, _ = await run_in_thread(capsys, "users", "set-roles", "erin", "--role", "viewer")
     assert code == 0 and "viewer" in out
-    assert "roles" in (await eventually_refused(cli_api, token)).problem["detail"]
+    assert "roles" in (await refused_soon(cli_api, token)).problem["detail"]
     fresh = (await log_in(cli_api)).body["access_token"]
     assert jwt.decode(fresh, TEST_JWT_SECRET, algorithms=["HS256"])["roles"] == ["viewer"]
     assert (await cli_api.post("/api/v1/services", {"name": "x", "status": "up"}, token=fresh)).status == 403
@@ -246,9 +233,9 @@ async def test_a_new_password_ends_old_tokens(cli_api: ApiClient, capsys: pytest
     await asyncio.sleep(max(0.0, jwt.decode(ops_token, options={"verify_signature": False})["iat"] + 1 - time.time()))
     new_password = "a brand new passphrase"
     assert (await run_in_thread(capsys, "users", "set-password", "erin", "--password", new_password))[0] == 0
-    await eventually_refused(cli_api, pair["access_token"])
+    await refused_soon(cli_api, pair["access_token"])
     # A token the token command made before the change (no epoch claim) is judged by its iat.
-    assert "revoked" in (await eventually_refused(cli_api, ops_token)).problem["detail"]
+    assert "revoked" in (await refused_soon(cli_api, ops_token)).problem["detail"]
     assert (await cli_api.post("/api/v1/auth/refresh", {"refresh_token": pair["refresh_token"]})).status == 401
     assert (await log_in(cli_api)).status == 401
     assert (await log_in(cli_api, password=new_password)).status == 200

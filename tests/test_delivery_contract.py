@@ -26,6 +26,8 @@ from realtime_app.app import Server
 from realtime_app.live import positions
 from realtime_app.testing.rawsocket import RawSocket
 
+pytestmark = pytest.mark.slow
+
 DOCUMENTS = 12
 WRITES = 500
 CLIENTS = 6

@@ -95,6 +95,7 @@ def test_a_mongod_that_exits_at_once_is_reported(tmp_path: Path) -> None:
     assert mongod.process is None
 
 
+@pytest.mark.slow
 def test_restart_on_kept_data_with_a_new_port(tmp_path: Path, mongod_binary: str) -> None:
     data_dir = tmp_path / "mongo"
     first = EmbeddedMongo(mongod_binary, data_dir)
@@ -135,6 +136,7 @@ def busy_port() -> Iterator[int]:
         yield int(sock.getsockname()[1])
 
 
+@pytest.mark.slow
 async def test_a_start_that_fails_half_way_stops_mongod(make_settings: Any, tmp_path: Path, busy_port: int, mongod_binary: str) -> None:
     settings = make_settings(mongo_uri="", mongod_path=mongod_binary, data_dir=str(tmp_path / "var"), port=busy_port)
     server = Server(settings)
@@ -156,7 +158,8 @@ def private_mongod(tmp_path: Path, mongod_binary: str) -> Iterator[EmbeddedMongo
     mongod.stop()
 
 
-async def test_requests_answer_503_while_mongodb_is_away(spawn_server: Any, private_mongod: EmbeddedMongo) -> None:
+@pytest.mark.slow
+async def test_requests_answer_503_while_mongodb_is_away(private_mongod: EmbeddedMongo, spawn_server: Any) -> None:
     api = ApiClient(await spawn_server(mongo_uri=private_mongod.uri))
     token = api.token()
     created = await api.post("/api/v1/services", {"name": "a", "status": "up"}, token=token)

@@ -15,12 +15,16 @@ import pytest
 from realtime_app.app import Server
 from realtime_app.client import RealtimeClient
 from realtime_app.data.embedded_mongo import EmbeddedMongo, find_mongod
-from tests.helpers import ApiClient
-from tests.test_realtime_consistency import FrameChecker, eventually
+from tests.helpers import ApiClient, eventually
+from tests.test_realtime_consistency import FrameChecker
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def own_mongod(tmp_path: Path) -> Iterator[EmbeddedMongo]:
+    """Tests take it before `spawn_server`, so that their servers stop while it still runs (a
+    server stopping on a dead mongod waits out the driver's timeouts)."""
     mongod = EmbeddedMongo(find_mongod(), tmp_path / "faulty")
     mongod.start()
     yield mongod
@@ -48,7 +52,7 @@ async def watched_server(spawn_server, mongod: EmbeddedMongo) -> tuple[Server, A
     return server, api, token, client, checker
 
 
-async def test_mongod_killed_and_restarted(spawn_server, own_mongod: EmbeddedMongo) -> None:
+async def test_mongod_killed_and_restarted(own_mongod: EmbeddedMongo, spawn_server) -> None:
     server, api, token, client, checker = await watched_server(spawn_server, own_mongod)
     acknowledged = [(await api.post("/api/v1/services", {"name": f"before{n}", "status": "up"}, token=token)).body["id"]
                     for n in range(20)]
@@ -87,7 +91,7 @@ async def test_mongod_killed_and_restarted(spawn_server, own_mongod: EmbeddedMon
     await client.close()
 
 
-async def test_primary_steps_down_during_writes(spawn_server, own_mongod: EmbeddedMongo) -> None:
+async def test_primary_steps_down_during_writes(own_mongod: EmbeddedMongo, spawn_server) -> None:
     server, api, token, client, checker = await watched_server(spawn_server, own_mongod)
     statuses = []
     for n in range(40):

@@ -32,7 +32,8 @@ from tornado.websocket import websocket_connect
 from realtime_app.client import ConnectionClosed, RealtimeClient
 from realtime_app.data.filters import FIELD_OPERATORS, LOGICAL_OPERATORS
 from realtime_app.sockjs import DEFAULT_MAX_PAYLOAD_BYTES
-from tests.background import BackgroundServer, ErrorRecords, background_server
+from tests.background import BackgroundServer, background_server
+from tests.helpers import ErrorRecords
 
 PROTOCOL_ERROR_CODES = {
     "bad_frame", "auth_required", "auth_failed", "token_expired", "forbidden", "unknown_collection", "bad_filter",
@@ -513,6 +514,7 @@ def check_reply(method: str, target: str, reply: RawReply) -> None:
         json.loads(reply.body)
 
 
+@pytest.mark.slow
 def test_every_rest_route(fuzzed: BackgroundServer, watcher: Watcher, error_log: ErrorRecords) -> None:
     tokens = [fuzzed.token("adm", "t1", ("admin",)), fuzzed.token(), fuzzed.token(tenant="t2", roles=("viewer",)),
               fuzzed.token(ttl_s=-3600), fuzzed.token(use="refresh"), fuzzed.token()[:-4] + "AAAA", "a.b.c"]

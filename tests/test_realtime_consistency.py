@@ -14,7 +14,7 @@ from realtime_app.app import Server
 from realtime_app.client import RealtimeClient
 from realtime_app.data.embedded_mongo import EmbeddedMongo, find_mongod
 from realtime_app.data.filters import Filter
-from tests.helpers import ApiClient
+from tests.helpers import ApiClient, eventually
 
 STATUSES = ["up", "down", "degraded"]
 
@@ -55,14 +55,6 @@ def expected(collection: pymongo.collection.Collection, tenant: str | None, spec
     if tenant is not None:
         query = {"$and": [{"tenant": tenant}, query]} if query else {"tenant": tenant}
     return {str(doc["_id"]): doc["version"] for doc in collection.find(query)}
-
-
-async def eventually(condition, timeout: float = 15.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
 
 
 async def random_writes(server: Server, count: int, tenants: list[str], rng: random.Random, pause: float = 0.0) -> None:
@@ -114,6 +106,7 @@ async def test_snapshot_and_live_meet_without_gap_or_duplicate(server: Server, m
         await client.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("transport", ["websocket", "xhr-polling"])
 async def test_resume_after_random_disconnects_loses_nothing(server: Server, mongo_uri: str, transport: str) -> None:
     api = ApiClient(server)
@@ -164,6 +157,7 @@ async def test_resume_beyond_the_replay_window_resyncs(spawn_server) -> None:
     await again.close()
 
 
+@pytest.mark.slow
 async def test_tenant_isolation_under_thousands_of_random_writes(server: Server, mongo_uri: str) -> None:
     api = ApiClient(server)
     tenants = ["t1", "t2", "t3"]
@@ -202,6 +196,7 @@ async def test_tenant_isolation_under_thousands_of_random_writes(server: Server,
         await client.close()
 
 
+@pytest.mark.slow
 async def test_slow_consumer_is_closed_and_does_not_delay_others(spawn_server) -> None:
     server = await spawn_server(outbox_max_frames=200)
     api = ApiClient(server)
@@ -265,6 +260,7 @@ async def test_collection_drop_resyncs_subscribers(server: Server) -> None:
     await client.close()
 
 
+@pytest.mark.slow
 async def test_standalone_mongod_falls_back_to_polling(spawn_server, tmp_path) -> None:
     mongod = EmbeddedMongo(find_mongod(), tmp_path / "standalone", replica_set=None)
     mongod.start()

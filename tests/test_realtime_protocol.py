@@ -8,6 +8,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from realtime_app.client import RealtimeClient
 from tests.helpers import ApiClient
 
@@ -102,6 +104,7 @@ async def test_auth_timeout_closes_4001(spawn_server) -> None:
     await client.close()
 
 
+@pytest.mark.slow
 async def test_token_refresh_keeps_subscriptions(spawn_server) -> None:
     server = await spawn_server(reauth_lead_s=2.5, jwt_leeway_s=0)
     api = ApiClient(server)

@@ -1,16 +1,17 @@
 """The REST API over a real server and MongoDB: every endpoint and role, tenant isolation,
-every error path as problem+json, list filters/sort/pagination, versions and If-Match."""
+every error path as problem+json, list filters/sort/pagination, versions and If-Match.
+
+The tests share one server per resource set (`fresh_server`), each starting from an empty
+database; those that need other settings, or change the server, start their own."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import json
-import logging
 import re
 import urllib.parse
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from tornado.httpclient import AsyncHTTPClient
 
 from realtime_app.app import Server
 from realtime_app.readiness import NotReady
+from tests.background import BackgroundServer, background_server
 from tests.helpers import ApiClient, Reply
 
 SERVICES = "/api/v1/services"
@@ -56,22 +58,31 @@ class CheckedClient(ApiClient):
 
 
 @pytest.fixture
-def api(server: Server) -> ApiClient:
-    return CheckedClient(server)
+def api(fresh_server: Server) -> ApiClient:
+    return CheckedClient(fresh_server)
 
 
 @pytest.fixture
-def custom_api(start_server: Any, tmp_path: Path) -> ApiClient:
-    path = tmp_path / "resources.json"
+def own_api(server: Server) -> ApiClient:
+    """A server of the test's own, for a test that changes it."""
+    return CheckedClient(server)
+
+
+@pytest.fixture(scope="module")
+def custom_server(mongo_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundServer]:
+    path = tmp_path_factory.mktemp("custom") / "resources.json"
     path.write_text(json.dumps(CUSTOM_RESOURCES))
-    return CheckedClient(start_server(resources_file=str(path)))
+    with background_server(mongo_uri, path.parent, resources_file=str(path)) as shared:
+        yield shared
 
 
-@pytest.fixture(autouse=True)
-def no_uncaught_exceptions(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    yield
-    crashes = [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
-    assert not crashes, crashes
+@pytest.fixture
+def custom_api(custom_server: BackgroundServer) -> ApiClient:
+    custom_server.empty_collections()
+    return CheckedClient(custom_server.server)
+
+
+pytestmark = pytest.mark.usefixtures("errors_fail_the_test")
 
 
 def editor(api: ApiClient, tenant: str = "acme") -> str:
@@ -130,18 +141,18 @@ async def test_health_and_ready_need_no_token(api: ApiClient) -> None:
     assert (ready.status, ready.body) == (200, {"status": "ready"})
 
 
-async def test_ready_is_503_with_the_reason_when_a_check_fails(api: ApiClient) -> None:
+async def test_ready_is_503_with_the_reason_when_a_check_fails(own_api: ApiClient) -> None:
     async def change_feed_stopped() -> NotReady | None:
         return NotReady("the change feed is not running", "ServerSelectionTimeoutError: db-7.internal:27017")
 
-    api.context.readiness_checks.append(change_feed_stopped)
-    reply = await api.get("/api/v1/ready")
+    own_api.context.readiness_checks.append(change_feed_stopped)
+    reply = await own_api.get("/api/v1/ready")
     assert reply.status == 503
     assert reply.body["reasons"] == ["the change feed is not running"]
-    detailed = await api.get("/api/v1/ready", token=admin(api))
+    detailed = await own_api.get("/api/v1/ready", token=admin(own_api))
     assert detailed.body["reasons"] == ["the change feed is not running (ServerSelectionTimeoutError: db-7.internal:27017)"]
-    for not_admin in (editor(api), "not-a-token"):
-        assert (await api.get("/api/v1/ready", token=not_admin)).body["reasons"] == ["the change feed is not running"]
+    for not_admin in (editor(own_api), "not-a-token"):
+        assert (await own_api.get("/api/v1/ready", token=not_admin)).body["reasons"] == ["the change feed is not running"]
 
 
 async def test_openapi_is_valid_and_describes_every_collection_route(custom_api: ApiClient) -> None:

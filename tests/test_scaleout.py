@@ -30,14 +30,13 @@ import pytest
 from bson import ObjectId
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from realtime_app.auth.tokens import TokenService
 from realtime_app.client import RealtimeClient, XhrPollingTransport
-from realtime_app.config import settings_from
 from realtime_app.data.db import Database
 from realtime_app.supervisor import BalancerNotFound, find_haproxy
-from tests.conftest import TEST_JWT_SECRET
-from tests.helpers import ApiClient
-from tests.test_realtime_consistency import FrameChecker, eventually, expected
+from tests.helpers import TEST_JWT_SECRET, TEST_TOKENS, ApiClient, eventually, issue_token
+from tests.test_realtime_consistency import FrameChecker, expected
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 STATUSES = ["up", "down", "degraded"]
@@ -112,7 +111,7 @@ def group(mongo_uri: str, tmp_path: Path) -> Iterator[Group]:
 
 
 def token_for(role: str, tenant: str = "t1") -> str:
-    return TokenService(settings_from(environ={}, jwt_secret=TEST_JWT_SECRET)).issue(f"{tenant}-{role}", tenant, [role])
+    return issue_token(TEST_TOKENS, f"{tenant}-{role}", tenant, (role,))
 
 
 async def rest(url: str, method: str, path: str, body: Any = None, token: str = "") -> Any:

@@ -23,6 +23,8 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.background import BackgroundServer, background_server
 
+pytestmark = pytest.mark.slow
+
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance, content_type_conformance]
 
 

@@ -3,7 +3,7 @@ fuzzed filters and roles, filter injection refused before MongoDB, callback name
 headers on every response, and the origin policy through the app's setting.
 
 The REST side of the JWT attacks is tests/test_auth.py; the SockJS layer's callback-name
-and origin checks in isolation are tests/test_sockjs_compat.py (test_unsafe_callbacks_are_refused,
+and origin checks in isolation are tests/test_sockjs.py (test_unsafe_callbacks_are_refused,
 test_websocket_origin_policy, test_cors_origin_policy). Here they are proved through the app.
 """
 
@@ -34,8 +34,7 @@ from realtime_app.data.filters import Filter
 from realtime_app.data.resources import default_resources
 from realtime_app.errors import BadFilter
 from tests.background import BackgroundServer, background_server
-from tests.conftest import TEST_JWT_SECRET
-from tests.helpers import ApiClient
+from tests.helpers import TEST_JWT_SECRET, ApiClient
 from tests.test_auth import b64, claims, forge, key_files, private_pem, public_pem
 
 SERVICES = "/api/v1/services"
@@ -552,6 +551,7 @@ async def test_framed_sockjs_pages_allow_the_same_origin_only(api: ApiClient) ->
         assert frame_options == "SAMEORIGIN" and policy == "frame-ancestors 'self'"
 
 
+@pytest.mark.slow
 async def test_framed_sockjs_pages_follow_allowed_origins(spawn_server: Any) -> None:
     listed = ApiClient(await spawn_server(allowed_origins="https://app.example"))
     for frame_options, policy in await framing_headers(listed):

@@ -3,26 +3,16 @@ and every ending reaches each process serving the database through MongoDB alone
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pymongo
 
 from realtime_app.auth.sessions import SESSIONS_COLLECTION
 from realtime_app.client import RealtimeClient
-from tests.helpers import ApiClient, Reply
+from tests.helpers import ApiClient, Reply, refused_soon
 from tests.test_auth import COLLECTIONS, LOGIN, PASSWORD, REFRESH, add_user, login, use
 
 LOGOUT = "/api/v1/auth/logout"
-
-
-async def refused_soon(api: ApiClient, token: str, timeout: float = 10.0) -> dict[str, Any]:
-    """The problem of the token's first 401, waiting for the change to come through MongoDB."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while (reply := await use(api, token)).status != 401:
-        assert asyncio.get_running_loop().time() < deadline, reply.body
-        await asyncio.sleep(0.05)
-    return reply.problem
 
 
 async def refresh(api: ApiClient, refresh_token: str) -> Reply:
@@ -43,7 +33,7 @@ async def test_a_refresh_token_works_once_and_a_reused_one_ends_its_session(api:
     again = await refresh(api, third.body["refresh_token"])
     assert again.status == 401 and "ended" in again.problem["detail"]
     for access in (first["access_token"], second.body["access_token"], third.body["access_token"]):
-        assert "session has ended" in (await refused_soon(api, access))["detail"]
+        assert "session has ended" in (await refused_soon(api, access)).problem["detail"]
     # Another login is another session, untouched.
     other = (await login(api)).body
     assert (await refresh(api, other["refresh_token"])).status == 200
@@ -93,13 +83,13 @@ async def test_endings_reach_every_process_on_the_database(spawn_server: Any) ->
     await client.connect()
 
     assert (await first.post(LOGOUT, {"refresh_token": pair["refresh_token"]})).status == 204
-    assert "signed out" in (await refused_soon(second, pair["access_token"]))["detail"]
+    assert "signed out" in (await refused_soon(second, pair["access_token"])).problem["detail"]
     assert (await client.next_frame("_closed"))["code"] == 4001
     await client.close()
 
     fresh = (await login(second)).body["access_token"]
     await second.context.auth.users.remove("alice")
-    assert "no longer exists" in (await refused_soon(first, fresh))["detail"]
+    assert "no longer exists" in (await refused_soon(first, fresh)).problem["detail"]
 
 
 async def test_sessions_expire_from_the_database_on_their_own(api: ApiClient) -> None:

@@ -34,7 +34,8 @@ from tornado.httpclient import HTTPResponse
 from tornado.httputil import HTTPHeaders
 from tornado.ioloop import IOLoop
 
-from tests.sockjs_wire import Peer, RawHttp, eventually, no_errors_logged, ws_close, ws_frames
+from tests.helpers import eventually, no_errors_logged
+from tests.sockjs_wire import Peer, RawHttp, ws_close, ws_frames
 
 ROOT = Path(__file__).resolve().parent.parent
 

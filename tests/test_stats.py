@@ -100,7 +100,7 @@ async def test_figures_follow_a_subscription_and_a_write(api: ApiClient) -> None
     assert create and create[0]["by_status"] == {"201": 1} and create[0]["latency"]["count"] == 1
 
 
-@pytest.mark.parametrize("transport", ["websocket", "xhr-polling"])
+@pytest.mark.parametrize("transport", ["websocket", pytest.param("xhr-polling", marks=pytest.mark.slow)])
 async def test_counts_return_to_zero_after_clients_leave(spawn_server, transport: str) -> None:
     # A closed polling client leaves its last poll open until a heartbeat answers it; then the session times out.
     api = ApiClient(await spawn_server(sockjs_disconnect_delay_s=0.5, sockjs_heartbeat_s=1.0))

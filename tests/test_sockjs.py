@@ -36,7 +36,8 @@ from realtime_app.sockjs import (
     build_router,
     vendor_urls,
 )
-from tests.sockjs_wire import OTHER_ADDRESS, WAIT, Peer, RawHttp, eventually, no_errors_logged, ws_close, ws_frames
+from tests.helpers import eventually
+from tests.sockjs_wire import OTHER_ADDRESS, WAIT, Peer, RawHttp, ws_close, ws_frames
 
 ROOT = Path(__file__).resolve().parent.parent
 SESSION = "/000/s1"
@@ -54,11 +55,7 @@ class Close(SockJSConnection):
         self.close(3000, "Go away!")
 
 
-@pytest.fixture(autouse=True)
-def errors_fail_the_test() -> Iterator[None]:
-    """Up to and including loop shutdown."""
-    with no_errors_logged():
-        yield
+pytestmark = pytest.mark.usefixtures("errors_fail_the_test")
 
 
 @dataclass
