@@ -48,8 +48,11 @@ def document_json(event: ChangeEvent) -> str:
 
 
 def document_size(event: ChangeEvent) -> int:
-    """Length of `document_json` (0 when deleted): what a queued copy of the change weighs."""
-    return len(document_json(event)) if event.after is not None else 0
+    """Length of `document_json` (0 when deleted): what a queued copy of the change weighs.
+    Asked for each subscriber the change is queued for, so it looks in the cache itself."""
+    if event.after is None:
+        return 0
+    return len(event.encoded.get(_DOCUMENT) or document_json(event))
 
 
 def change_message(event: ChangeEvent, head: str, op: str, position: int) -> str:
