@@ -95,7 +95,7 @@ class XhrPollingTransport:
         self.base = base_url.rstrip("/") + session_url
         self.origin = base_url.rstrip("/")
         self.http = AsyncHTTPClient(force_instance=True)
-        self._closed = False
+        self._closed = asyncio.Event()
 
     async def _post(self, path: str, body: str = "") -> str:
         response = await self.http.fetch(self.base + path, method="POST", body=body, request_timeout=60,
@@ -115,12 +115,7 @@ class XhrPollingTransport:
 
     async def receive(self) -> list[str]:
         while True:
-            if self._closed:
-                raise ConnectionClosed(1000, "closed")
-            try:
-                body = await self._post("/xhr")
-            except (HTTPClientError, OSError) as exc:
-                raise ConnectionClosed(1006, f"poll failed: {exc}") from None
+            body = await self._poll()
             for line in body.splitlines():
                 kind, payload = _decode_sockjs(line)
                 if kind == "a":
@@ -130,8 +125,26 @@ class XhrPollingTransport:
                 if kind == "o":  # a server that does not know our session opened a new one
                     raise ConnectionClosed(1006, "session lost: the server restarted or a load balancer moved it")
 
+    async def _poll(self) -> str:
+        """One long poll's body; a `close` ends the wait at once instead of when the server answers."""
+        if self._closed.is_set():
+            raise ConnectionClosed(1000, "closed")
+        poll = asyncio.ensure_future(self._post("/xhr"))
+        closing = asyncio.ensure_future(self._closed.wait())
+        try:
+            await asyncio.wait({poll, closing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in (poll, closing):
+                waiting.cancel()
+        if not poll.done() or poll.cancelled():
+            raise ConnectionClosed(1000, "closed")
+        try:
+            return poll.result()
+        except (HTTPClientError, OSError) as exc:
+            raise ConnectionClosed(1006, f"poll failed: {exc}") from None
+
     async def close(self) -> None:
-        self._closed = True
+        self._closed.set()
         self.http.close()
 
 

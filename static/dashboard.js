@@ -94,6 +94,19 @@
     dom.show(byId('metrics'), false);
   }
 
+  /** The sign-out button: the server ends the login session too, so the tokens this tab held
+   *  stop working even if copied elsewhere; the page signs out whatever the server answers. */
+  function signOut() {
+    var client = app.client;
+    if (client) {
+      client.off();
+      client.logout(function (err) {
+        if (err) { D.feed.toast('error', 'Signed out here, but the server could not be told: ' + err.message); }
+      });
+    }
+    logout('You have signed out.');
+  }
+
   function logout(notice) {
     stopSession();
     D.session.forget();
@@ -269,7 +282,7 @@
       setText(byId('login-error'), 'The page did not load completely (missing scripts). Reload to try again.');
     }
     D.session.bindLogin(startSession);
-    byId('logout').addEventListener('click', function () { logout('You have signed out.'); }, false);
+    byId('logout').addEventListener('click', signOut, false);
     byId('conn-retry').addEventListener('click', function () { if (app.client) { app.client.retry(); } }, false);
     byId('tenant-select').addEventListener('change', onTenantChange, false);
     byId('feed-pause').addEventListener('click', D.feed.onPause, false);

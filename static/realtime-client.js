@@ -9,7 +9,7 @@
  *   var view = client.subscribe('services', {status: 'down'}, {sort: 'name'});
  *   view.on('update', function () { render(view.docs); });
  *
- * Client: connect(), close(), retry(), ping(), subscribe(collection, filter, options),
+ * Client: connect(), close(), logout(cb), retry(), ping(), subscribe(collection, filter, options),
  *   unsubscribe(viewOrId), getViews(), setTokens({access_token, refresh_token, expires_in}),
  *   request(method, path, body, {ifMatch, headers}, cb(err, body, res)), on/off/once.
  *   Properties: state, transport, latency, user, server, failures, nextRetryAt, lastDataAt,
@@ -634,6 +634,26 @@
     this._dropSocket(1000, 'client closed');
     this.nextRetryAt = null;
     this._setState(STATES.CLOSED);
+    return this;
+  };
+
+  /**
+   * Signs out: closes the connection, then ends the login session on the server, so its refresh
+   * token and the access tokens issued with it stop working everywhere; cb(err) when done.
+   */
+  RealtimeClient.prototype.logout = function (cb) {
+    var refreshToken = this.refreshToken;
+    this.close();
+    if (!refreshToken) {
+      if (cb) { cb(null); }
+      return this;
+    }
+    http({
+      method: 'POST',
+      url: joinUrl(this.options.apiBase, 'auth/logout'),
+      body: {refresh_token: refreshToken},
+      timeoutMs: this.options.httpTimeoutMs
+    }, function (e) { if (cb) { cb(e || null); } });
     return this;
   };
 

@@ -242,10 +242,18 @@ def test_login_refuses_a_wrong_password_then_signs_in_and_out(context: BrowserCo
     expect(page.locator("#tenant-switcher")).to_be_hidden()
     expect(page.locator("#conn-state")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
 
+    held = json.loads(page.evaluate("sessionStorage.getItem('realtime-app.session')"))
+    assert rest(tenant.base, "GET", "/api/v1/services", token=held["access_token"])[0] == 200
     page.click("#logout")
     expect(page.locator("#login-form")).to_be_visible()
     expect(page.locator("#app")).to_be_hidden()
     assert page.evaluate("sessionStorage.getItem('realtime-app.session')") is None
+    # Signing out ended the login session on the server: the tokens the tab held are refused.
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while rest(tenant.base, "GET", "/api/v1/services", token=held["access_token"])[0] != 401:
+        assert time.monotonic() < deadline, "the access token still works after signing out"
+        time.sleep(0.05)
+    assert rest(tenant.base, "POST", "/api/v1/auth/refresh", {"refresh_token": held["refresh_token"]})[0] == 401
 
 
 def test_board_shows_the_snapshot(context: BrowserContext, tenant: Tenant) -> None:

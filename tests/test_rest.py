@@ -14,6 +14,7 @@ import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
+import pymongo
 import pytest
 from openapi_spec_validator import validate as validate_openapi
 from tornado.httpclient import AsyncHTTPClient
@@ -244,6 +245,22 @@ async def test_create_read_replace_patch_delete(api: ApiClient) -> None:
     problem(await api.get(f"{SERVICES}/{doc['id']}", token=token), 404, "not_found")
     problem(await api.delete(f"{SERVICES}/{doc['id']}", token=token), 404, "not_found")
     problem(await api.patch(f"{SERVICES}/{doc['id']}", {"details": "x"}, token=token), 404, "not_found")
+
+
+async def test_documents_other_programs_wrote_without_server_fields(api: ApiClient, mongo_uri: str) -> None:
+    """Another writer of the database may leave out version and times: such a document reads as
+    version 0 and can be patched, replaced and deleted like any other, never a 500."""
+    token = editor(api)
+    with pymongo.MongoClient(mongo_uri) as client:
+        collection = client[api.server.settings.mongo_db]["services"]
+        bare = [str(collection.insert_one({"name": f"bare{n}", "status": "up", "tenant": "acme"}).inserted_id) for n in range(3)]
+    fetched = await api.get(f"{SERVICES}/{bare[0]}", token=token)
+    assert (fetched.status, fetched.headers["ETag"], fetched.body["version"], fetched.body["created_at"]) == (200, '"0"', 0, None)
+    patched = await api.patch(f"{SERVICES}/{bare[0]}", {"status": "down"}, token=token, headers={"If-Match": '"0"'})
+    assert (patched.status, patched.body["version"], patched.body["status"]) == (200, 1, "down")
+    replaced = await api.put(f"{SERVICES}/{bare[1]}", {"name": "bare1", "status": "degraded"}, token=token)
+    assert (replaced.status, replaced.body["version"]) == (200, 1)
+    assert (await api.delete(f"{SERVICES}/{bare[2]}", token=token, headers={"If-Match": '"0"'})).status == 204
 
 
 async def test_merge_patch_recurses_into_objects(custom_api: ApiClient) -> None:

@@ -44,10 +44,16 @@ def iso(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+def _version(raw: Document) -> int:
+    """A stored document's version; 0 for one another program wrote without it."""
+    version = raw.get("version")
+    return version if isinstance(version, int) and not isinstance(version, bool) else 0
+
+
 def to_api(raw: Document) -> dict[str, Any]:
     """A stored document in the form clients see."""
     doc: dict[str, Any] = {
-        "id": str(raw["_id"]), "tenant": raw.get("tenant"), "version": raw.get("version"),
+        "id": str(raw["_id"]), "tenant": raw.get("tenant"), "version": _version(raw),
         "created_at": iso(raw["created_at"]) if "created_at" in raw else None,
         "updated_at": iso(raw["updated_at"]) if "updated_at" in raw else None,
     }
@@ -286,14 +292,12 @@ class DocumentStore:
         collection = self.db.collection(name)
         for _ in range(MAX_WRITE_ATTEMPTS):
             current = await self._find(principal, resource, oid)
-            _check_precondition(if_match, current["version"])
+            _check_precondition(if_match, _version(current))
             fields = new_fields(client_fields(current))
             resource.check_document(fields)
-            replacement = {
-                **fields, "tenant": current["tenant"], "version": current["version"] + 1,
-                "created_at": current["created_at"], "updated_at": now(),
-            }
-            guard = {"_id": oid, "version": current["version"]}
+            kept = {key: current[key] for key in ("tenant", "created_at") if key in current}
+            replacement = {**fields, **kept, "version": _version(current) + 1, "updated_at": now()}
+            guard = {"_id": oid, "version": current.get("version")}
             if partial:
                 result = await collection.update_one(guard, _set_and_unset(client_fields(current), replacement))
             else:
@@ -309,8 +313,8 @@ class DocumentStore:
         resource = self.writable(principal, name)
         oid = parse_id(doc_id)
         current = await self._find(principal, resource, oid)
-        _check_precondition(if_match, current["version"])
-        guard = {"version": current["version"]} if if_match is not None else {}
+        _check_precondition(if_match, _version(current))
+        guard = {"version": current.get("version")} if if_match is not None else {}
         result = await self.db.collection(name).delete_one({"_id": oid, **self._scope(principal), **guard})
         if not result.deleted_count:
             if if_match is not None:
