@@ -214,27 +214,33 @@ class Outbox:
             else:
                 self._schedule(BLOCKED_RECHECK_S)
             return
-        entries = [(key, item) for key, item in self._queue.items() if isinstance(item, str) or item.op is not None]
+        queued = list(self._queue.items())
         self._queue.clear()  # before writing: a write that fails must not leave sent frames queued
         self.queued_bytes = 0
+        entries: list[tuple[Any, PendingChange | str]] = []
         messages: list[str] = []
         size = 0
         oldest_change: float | None = None  # wall time of the batch's first change: its delivery latency is the batch's worst
-        cuts = consistent_cuts(entries) if len(entries) > 1 else None
-        for index, (_, item) in enumerate(entries):
+        for key, item in queued:
             if isinstance(item, str):
                 message = item
             else:
+                op = item.op
+                if op is None:
+                    continue
                 if oldest_change is None:
                     oldest_change = item.event.wall_time
-                message = wire.change_message(item.event, item.sub_head, item.op, item.position)  # type: ignore[arg-type]
-            if size + len(message) > MAX_FRAME_CHARS and messages and cuts is not None and cuts[index - 1]:
-                self._write(messages)
-                messages, size = [], 0
+                message = wire.change_message(item.event, item.sub_head, op, item.position)
+            entries.append((key, item))
             messages.append(message)
             size += len(message)
-        if messages:
+        if not messages:
+            return
+        if size <= MAX_FRAME_CHARS:
             self._write(messages)
+        else:
+            for frame in _frames(entries, messages):
+                self._write(frame)
         if oldest_change is not None and self._stats is not None:
             self._stats.delivery_latency.observe(max(time.time() - oldest_change, 0.0))
 
@@ -255,6 +261,21 @@ class Outbox:
         # go of them, so a closed connection is freed at once rather than by the cyclic
         # collector, which (tuned to run rarely) let closed connections pile up under churn.
         self._write, self._backlog, self._on_overflow = _write_nothing, _no_backlog, _do_nothing
+
+
+def _frames(entries: list[tuple[Any, PendingChange | str]], messages: list[str]) -> Iterator[list[str]]:
+    """A batch over `MAX_FRAME_CHARS` as frames of about that size, cut only where
+    `consistent_cuts` allows."""
+    cuts = consistent_cuts(entries)
+    frame: list[str] = []
+    size = 0
+    for index, message in enumerate(messages):
+        if frame and size + len(message) > MAX_FRAME_CHARS and cuts[index - 1]:
+            yield frame
+            frame, size = [], 0
+        frame.append(message)
+        size += len(message)
+    yield frame
 
 
 def consistent_cuts(entries: list[tuple[Any, PendingChange | str]]) -> list[bool]:
